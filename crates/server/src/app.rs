@@ -1,0 +1,195 @@
+//! Start-up and shutdown: bind, open the store, make sure an admin token exists, then run the API and
+//! the dispatcher until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use estate_crm_store::{SqliteConfig, SqliteStore, Store};
+use estate_crm_webhooks::{AddressPolicy, DeliveryMetrics, Dispatcher, DispatcherConfig, Sender, SenderConfig};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Authenticator};
+use crate::config::{Config, Database};
+use crate::rate_limit::RateLimiter;
+use crate::routes;
+use crate::state::{AppState, Metrics, Settings};
+
+/// How long attempts in flight get to finish when the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often old deliveries are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    dispatcher: Dispatcher,
+    retention: Duration,
+}
+
+impl Application {
+    /// Binds the listener, opens the store and prepares the dispatcher. Prints the start line.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listener = bind(config.listen).await?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        let site_url = config.site_url.clone().unwrap_or_else(|| format!("http://{address}"));
+        let store = open_store(&config, &site_url)?;
+        ensure_admin_token(&store, &config).await?;
+
+        let policy = if config.allow_private_targets { AddressPolicy::AllowPrivate } else { AddressPolicy::PublicOnly };
+        let sender = Sender::new(SenderConfig {
+            policy,
+            timeout: config.delivery_timeout,
+            user_agent: format!("estate-crm/{}", env!("CARGO_PKG_VERSION")),
+        });
+        let mut registry = Registry::default();
+        let delivery_metrics = DeliveryMetrics::register(&mut registry);
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            sender.clone(),
+            DispatcherConfig { default_schedule: config.retry_schedule.clone(), shutdown_grace: SHUTDOWN_GRACE },
+            delivery_metrics,
+        );
+        let state = AppState {
+            auth: Authenticator::new(store.clone()),
+            store,
+            sender,
+            settings: Arc::new(Settings { site_url, policy }),
+            metrics: Arc::new(Metrics::new(registry)),
+            form_limiter: Arc::new(RateLimiter::new(config.form_rate_per_minute)),
+        };
+        println!(
+            "estate-crm listening on http://{address}, data in {}",
+            match &config.database {
+                Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
+                Database::Postgres(_) => "PostgreSQL".to_owned(),
+            }
+        );
+        let _ = std::io::stdout().flush();
+        Ok(Application { listener, address, state, dispatcher, retention: config.retention })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until SIGINT or SIGTERM: no new requests, attempts in flight get a few seconds, and
+    /// what did not finish is attempted again after the next start.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
+        tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
+
+        let router = routes::router(self.state);
+        let served = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        let _ = dispatcher.await;
+        tracing::info!("estate-crm stopped");
+        served.context("serving HTTP")
+    }
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|err| match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!("{address} is already in use; stop what uses it or choose another --listen")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("not allowed to listen on {address}; choose a port above 1023 with --listen")
+        }
+        _ => anyhow::anyhow!("could not listen on {address}: {err}"),
+    })
+}
+
+fn open_store(config: &Config, site_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.database {
+        Database::Embedded => {
+            let store =
+                SqliteStore::open(&SqliteConfig { data_dir: config.data_dir.clone(), site_url: site_url.to_owned() })
+                    .map_err(|err| {
+                    anyhow::anyhow!("could not use the data directory {}: {err}", config.data_dir.display())
+                })?;
+            Ok(Arc::new(store))
+        }
+        Database::Postgres(_) => bail!(
+            "PostgreSQL is not available in this build yet; leave out --database-url (and DATABASE_URL) to use the \
+             embedded database"
+        ),
+    }
+}
+
+/// A token given with `--admin-token` replaces the administrator's start-up token. Without one, the
+/// first start makes a token, writes it to `<data-dir>/admin-token` (owner-only) and prints it once.
+async fn ensure_admin_token(store: &Arc<dyn Store>, config: &Config) -> anyhow::Result<()> {
+    if let Some(token) = &config.admin_token {
+        store.set_admin_token(&auth::hash_token(token), false).await.context("saving the admin token")?;
+        return Ok(());
+    }
+    let token = auth::new_token();
+    if store.set_admin_token(&auth::hash_token(&token), true).await.context("saving the admin token")? {
+        let path = config.data_dir.join("admin-token");
+        write_owner_only(&path, &token)?;
+        println!("admin token (shown once; also saved in {}): {token}", path.display());
+    }
+    Ok(())
+}
+
+fn write_owner_only(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{contents}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::error!("could not listen for SIGINT and SIGTERM; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping: no new requests; attempts in flight get a few seconds");
+    shutdown.cancel();
+}
+
+async fn purge_old_deliveries(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
+    loop {
+        let before = chrono::Utc::now().timestamp_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        // Purge in bounded chunks so the writer is never held for long.
+        for _ in 0..100 {
+            match store.purge(before).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "purging old deliveries failed; trying again later");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

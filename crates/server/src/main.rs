@@ -1,0 +1,33 @@
+//! The `estate-crm` binary: parses the command line, runs the server, maps the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use estate_crm::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // One line a person can act on; the causes are joined, not dumped as a debug trace.
+            eprintln!("estate-crm: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            estate_crm::telemetry::init(config.log_format_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let app = estate_crm::Application::build(config).await?;
+                app.run_until_stopped().await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

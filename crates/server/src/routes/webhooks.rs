@@ -1,0 +1,310 @@
+//! Webhook settings: the simple settings (the primary endpoint), the endpoints API, and the test button.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use estate_crm_domain::FieldErrors;
+use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
+use estate_crm_store::{Endpoint, EndpointPatch, EndpointSpec};
+use estate_crm_webhooks::{TargetUrl, TestTarget, check_destination, send_test, standard_webhooks_secret};
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Admin, JsonBody, OptionalJsonBody, Params};
+use crate::state::AppState;
+
+const MAX_SECRET_BYTES: usize = 512;
+const MAX_DESCRIPTION_CHARS: usize = 500;
+const HTTP_WARNING: &str =
+    "this URL uses plain http://: payloads travel unencrypted; use https:// where the receiver allows it";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/settings/webhook", get(get_settings).put(put_settings))
+        .route("/settings/webhook/test", post(test_primary))
+        .route("/webhooks", get(list_endpoints).post(create_endpoint))
+        .route("/webhooks/{id}", get(get_endpoint).patch(update_endpoint).delete(delete_endpoint))
+        .route("/webhooks/{id}/test", post(test_endpoint))
+        .route("/webhooks/{id}/retry-failed", post(retry_failed))
+}
+
+/// The fields a client sent, checked; `warnings` are for the response.
+struct EndpointInput {
+    patch: EndpointPatch,
+    warnings: Vec<&'static str>,
+}
+
+/// Which fields a body may carry and which are tolerated but ignored.
+struct Shape {
+    allowed: &'static [&'static str],
+    ignored: &'static [&'static str],
+}
+
+const ENDPOINT_SHAPE: Shape = Shape {
+    allowed: &["url", "events", "secret", "active", "description", "retry_schedule", "max_in_flight"],
+    ignored: &[],
+};
+/// The settings screen sends back what it read, read-only fields included.
+const SETTINGS_SHAPE: Shape =
+    Shape { allowed: &["url", "events", "secret", "active"], ignored: &["has_secret", "standard_webhooks_secret"] };
+
+async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiResult<EndpointInput> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    };
+    let mut errors = FieldErrors::new();
+    let mut patch = EndpointPatch::default();
+    let mut warnings = Vec::new();
+    let mut target = None;
+    for (name, value) in body {
+        if shape.ignored.contains(&name.as_str()) {
+            continue;
+        }
+        if !shape.allowed.contains(&name.as_str()) {
+            errors.add(name, "is not a known field");
+            continue;
+        }
+        if let Err(message) = parse_field(name, value, &mut patch, &mut target) {
+            errors.add(name, message);
+        }
+    }
+    if let Some(url) = &target {
+        if let Err(blocked) = check_destination(url, state.settings.policy).await {
+            errors.add("url", format!("{blocked}; webhooks may only go to public addresses"));
+        }
+        if url.is_plain_http() {
+            warnings.push(HTTP_WARNING);
+        }
+    }
+    errors.into_result(EndpointInput { patch, warnings }).map_err(ApiError::invalid)
+}
+
+fn parse_field(
+    name: &str,
+    value: &Value,
+    patch: &mut EndpointPatch,
+    target: &mut Option<TargetUrl>,
+) -> Result<(), String> {
+    match name {
+        "url" => {
+            let text = value.as_str().ok_or("must be a string")?;
+            let url = TargetUrl::parse(text.trim()).map_err(|e| e.to_string())?;
+            patch.url = Some(url.as_str().to_owned());
+            *target = Some(url);
+        }
+        "events" => patch.events = Some(EventFilter::parse(value)?),
+        "secret" => patch.secret = Some(parse_secret(value)?),
+        "active" => patch.active = Some(value.as_bool().ok_or("must be true or false")?),
+        "description" => {
+            patch.description = Some(match value {
+                Value::Null => None,
+                Value::String(s) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Some(s.clone()),
+                _ => return Err(format!("must be a string of at most {MAX_DESCRIPTION_CHARS} characters")),
+            })
+        }
+        "retry_schedule" => {
+            patch.retry_schedule = Some(match value {
+                Value::Null => None,
+                other => Some(RetrySchedule::parse(other)?),
+            })
+        }
+        "max_in_flight" => {
+            patch.max_in_flight = Some(MaxInFlight::new(value.as_i64().ok_or("must be a whole number")?)?)
+        }
+        _ => return Err("is not a known field".into()),
+    }
+    Ok(())
+}
+
+/// `""` or null removes the secret.
+fn parse_secret(value: &Value) -> Result<Option<String>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) if s.len() <= MAX_SECRET_BYTES && !s.chars().any(char::is_control) => Ok(Some(s.clone())),
+        _ => Err(format!("must be a string of at most {MAX_SECRET_BYTES} bytes")),
+    }
+}
+
+/// An endpoint as the API shows it: never its secret.
+fn endpoint_json(endpoint: &Endpoint) -> Map<String, Value> {
+    let Value::Object(map) = json!({
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": endpoint.events.to_string(),
+        "active": endpoint.active,
+        "has_secret": endpoint.secret.is_some(),
+        "description": endpoint.description,
+        "retry_schedule": endpoint.retry_schedule.as_ref().map(ToString::to_string),
+        "max_in_flight": endpoint.max_in_flight.get(),
+        "disabled_reason": endpoint.disabled_reason,
+        "is_primary": endpoint.is_primary,
+        "created_at": super::format_millis(endpoint.created_at.timestamp_millis()),
+        "updated_at": super::format_millis(endpoint.updated_at.timestamp_millis()),
+    }) else {
+        unreachable!("json! of an object is an object")
+    };
+    map
+}
+
+/// The response to a create or change: the endpoint, its warnings, and the Standard Webhooks form
+/// of a secret set by this very request (the only time it is shown).
+fn saved_json(endpoint: &Endpoint, input: &EndpointInput) -> Value {
+    let mut map = endpoint_json(endpoint);
+    if let (Some(Some(_)), Some(secret)) = (&input.patch.secret, &endpoint.secret) {
+        map.insert("standard_webhooks_secret".into(), json!(standard_webhooks_secret(secret.as_bytes())));
+    }
+    map.insert("warnings".into(), json!(input.warnings));
+    Value::Object(map)
+}
+
+fn settings_json(endpoint: Option<&Endpoint>) -> Value {
+    match endpoint {
+        Some(e) => json!({
+            "url": e.url,
+            "events": e.events.to_string(),
+            "active": e.active,
+            "has_secret": e.secret.is_some(),
+            "standard_webhooks_secret": e.secret.as_ref().map(|s| standard_webhooks_secret(s.as_bytes())),
+        }),
+        None => {
+            json!({"url": "", "events": "", "active": false, "has_secret": false, "standard_webhooks_secret": null})
+        }
+    }
+}
+
+async fn get_settings(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Value>> {
+    Ok(Json(settings_json(state.store.primary_endpoint().await?.as_ref())))
+}
+
+/// PUT changes the fields it names. An empty `url` removes the primary endpoint, as clearing the URL
+/// on the original settings screen switches webhooks off.
+async fn put_settings(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+    if body.get("url").is_some_and(|u| u.is_null() || u.as_str().is_some_and(|s| s.trim().is_empty())) {
+        if let Some(primary) = state.store.primary_endpoint().await? {
+            state.store.delete_endpoint(&primary.id).await?;
+        }
+        return Ok(Json(settings_json(None)));
+    }
+    let input = parse_endpoint(&state, &body, &SETTINGS_SHAPE).await?;
+    let endpoint = state.store.put_primary_endpoint(input.patch.clone()).await?;
+    let mut out = settings_json(Some(&endpoint));
+    out["warnings"] = json!(input.warnings);
+    Ok(Json(out))
+}
+
+async fn list_endpoints(State(state): State<AppState>, _: Admin, params: Params) -> ApiResult<Json<Value>> {
+    let page = state.store.list_endpoints(params.page()?).await?;
+    let items: Vec<Value> = page.items.iter().map(|e| Value::Object(endpoint_json(e))).collect();
+    Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})))
+}
+
+async fn create_endpoint(
+    State(state): State<AppState>,
+    _: Admin,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input = parse_endpoint(&state, &body, &ENDPOINT_SHAPE).await?;
+    let patch = input.patch.clone();
+    let Some(url) = patch.url else {
+        return Err(ApiError::invalid_field("url", "is required"));
+    };
+    let spec = EndpointSpec {
+        url,
+        events: patch.events.unwrap_or(EventFilter::All),
+        secret: patch.secret.flatten(),
+        active: patch.active.unwrap_or(true),
+        description: patch.description.flatten(),
+        retry_schedule: patch.retry_schedule.flatten(),
+        max_in_flight: patch.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
+    };
+    let endpoint = state.store.create_endpoint(spec).await?;
+    Ok((StatusCode::CREATED, Json(saved_json(&endpoint, &input))))
+}
+
+async fn get_endpoint(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Object(endpoint_json(&state.store.get_endpoint(&id).await?))))
+}
+
+async fn update_endpoint(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    state.store.get_endpoint(&id).await?;
+    let input = parse_endpoint(&state, &body, &ENDPOINT_SHAPE).await?;
+    let endpoint = state.store.update_endpoint(&id, input.patch.clone()).await?;
+    Ok(Json(saved_json(&endpoint, &input)))
+}
+
+async fn delete_endpoint(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.store.delete_endpoint(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn retry_failed(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let count = state.store.retry_failed(&id, chrono::Utc::now().timestamp_millis()).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"retried": count}))))
+}
+
+async fn test_primary(
+    State(state): State<AppState>,
+    _: Admin,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Json<Value>> {
+    let primary = state.store.primary_endpoint().await?;
+    run_test(&state, primary.as_ref(), &body).await
+}
+
+async fn test_endpoint(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Json<Value>> {
+    let endpoint = state.store.get_endpoint(&id).await?;
+    run_test(&state, Some(&endpoint), &body).await
+}
+
+/// `{"url", "secret"}` in the body test those values before they are saved; a field left out is
+/// taken from the saved endpoint.
+async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> ApiResult<Json<Value>> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    };
+    if let Some(unknown) = body.keys().find(|k| !["url", "secret"].contains(&k.as_str())) {
+        return Err(ApiError::invalid_field(unknown, "is not a known field; a test takes url and secret"));
+    }
+    let url_text = match body.get("url") {
+        Some(Value::String(url)) => url.trim().to_owned(),
+        Some(_) => return Err(ApiError::invalid_field("url", "must be a string")),
+        None => saved
+            .map(|e| e.url.clone())
+            .ok_or_else(|| ApiError::invalid_field("url", "is required: no webhook URL is saved yet"))?,
+    };
+    let url = TargetUrl::parse(&url_text).map_err(|e| ApiError::invalid_field("url", e.to_string()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let secrets = match body.get("secret") {
+        Some(value) => parse_secret(value)
+            .map_err(|m| ApiError::invalid_field("secret", m))?
+            .map(|s| vec![s.into_bytes()])
+            .unwrap_or_default(),
+        None => saved.map(|e| e.signing_secrets(now)).unwrap_or_default(),
+    };
+    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets };
+    let result = send_test(&state.store, &state.sender, &state.settings.site_url, target).await?;
+    Ok(Json(json!({
+        "ok": result.ok,
+        "status_code": result.status_code,
+        "body": result.body,
+        "error": result.error,
+        "duration_ms": result.duration_ms,
+        "delivery_id": result.delivery_id,
+    })))
+}

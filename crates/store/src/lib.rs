@@ -1,0 +1,121 @@
+//! estate-crm's storage: the [`Store`] interface and its embedded SQLite implementation.
+//!
+//! Every change to a record and the events it fires are written in one transaction, together with one
+//! delivery row per endpoint subscribed at that moment (fan-out at commit). That transaction is the
+//! only place where the invariant "an event exists if and only if its change committed" is enforced.
+//!
+//! The SQLite implementation funnels every write through one writer thread that runs the pending
+//! transactions of many requests as savepoints of one SQLite transaction and commits them together
+//! (group commit): a commit costs one fsync whether it carries one change or a thousand, which is
+//! what lets a small disk acknowledge thousands of durable changes per second. Readers use their own
+//! connections and never wait for the writer (WAL mode).
+#![deny(missing_docs)]
+
+mod error;
+mod ids;
+mod sqlite;
+mod types;
+
+use async_trait::async_trait;
+use estate_crm_domain::{Record, RecordKind};
+use serde_json::Value;
+
+pub use error::{ErrorKind, StoreError};
+pub use sqlite::{SqliteConfig, SqliteStore};
+pub use types::*;
+
+/// What the server and the dispatcher need from storage. Implementations keep the transactional
+/// guarantees described in the crate documentation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- records ---
+    /// Creates a record with its events (an enquiry also links or creates its contact).
+    async fn create_record(&self, actor: &Actor, kind: RecordKind, input: Value) -> Result<Record, StoreError>;
+    /// Applies a PATCH; a change that changes nothing writes and fires nothing.
+    async fn update_record(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        patch: Value,
+    ) -> Result<Record, StoreError>;
+    /// Deletes a record, firing its deletion event.
+    async fn delete_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<(), StoreError>;
+    /// Applies a bulk operation, all or nothing; answers the affected ids in the order given.
+    async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError>;
+    /// One record, if the actor may see it.
+    async fn get_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<Record, StoreError>;
+    /// A page of records the actor may see, newest first.
+    async fn list_records(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError>;
+    /// A page of the event log, newest first.
+    async fn list_events(&self, filter: EventFilterQuery, page: PageRequest) -> Result<Page<StoredEvent>, StoreError>;
+
+    // --- users and tokens ---
+    /// The user a token hash belongs to.
+    async fn find_token(&self, token_hash: &str) -> Result<Option<User>, StoreError>;
+    /// Sets the built-in administrator's token (its hash), creating that user on first start.
+    /// Answers false when `only_if_missing` and a token exists already.
+    async fn set_admin_token(&self, token_hash: &str, only_if_missing: bool) -> Result<bool, StoreError>;
+    /// Makes a user.
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError>;
+    /// Makes a token for a user.
+    async fn create_token(&self, user_id: &str, name: &str, token_hash: &str) -> Result<TokenInfo, StoreError>;
+    /// Revokes a token; `owner` limits it to that user's tokens.
+    async fn delete_token(&self, id: &str, owner: Option<&str>) -> Result<(), StoreError>;
+
+    // --- webhook endpoints ---
+    /// Every endpoint, newest first.
+    async fn list_endpoints(&self, page: PageRequest) -> Result<Page<Endpoint>, StoreError>;
+    /// One endpoint.
+    async fn get_endpoint(&self, id: &str) -> Result<Endpoint, StoreError>;
+    /// The primary endpoint, the one the simple settings manage.
+    async fn primary_endpoint(&self) -> Result<Option<Endpoint>, StoreError>;
+    /// Creates an endpoint.
+    async fn create_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, StoreError>;
+    /// Changes the fields of an endpoint that the patch names.
+    async fn update_endpoint(&self, id: &str, patch: EndpointPatch) -> Result<Endpoint, StoreError>;
+    /// Creates or changes the primary endpoint.
+    async fn put_primary_endpoint(&self, patch: EndpointPatch) -> Result<Endpoint, StoreError>;
+    /// Deletes an endpoint with its deliveries.
+    async fn delete_endpoint(&self, id: &str) -> Result<(), StoreError>;
+
+    // --- deliveries ---
+    /// A page of the delivery log, newest first.
+    async fn list_deliveries(&self, filter: DeliveryFilter, page: PageRequest) -> Result<Page<Delivery>, StoreError>;
+    /// One delivery with its attempts and body.
+    async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail, StoreError>;
+    /// Makes a delivery pending and due now; answers its endpoint's id.
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> Result<String, StoreError>;
+    /// Makes every failed delivery of an endpoint pending and due now; answers how many.
+    async fn retry_failed(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError>;
+    /// Records a `webhook.test` event and a delivery for it, not yet attempted and never claimed.
+    async fn begin_test_delivery(&self, endpoint_id: Option<&str>, body: Vec<u8>) -> Result<TestDelivery, StoreError>;
+
+    // --- the dispatcher's side ---
+    /// Up to `limit` due pending deliveries of an endpoint with `seq > after_seq`, in seq order.
+    async fn due_deliveries(
+        &self,
+        endpoint_id: &str,
+        after_seq: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+    /// The earliest `next_attempt_at` after `now_ms` among an endpoint's pending deliveries.
+    async fn next_due_after(&self, endpoint_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError>;
+    /// Records attempts and their consequences in one commit.
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError>;
+    /// Pending deliveries per endpoint (for metrics).
+    async fn pending_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Removes finished deliveries and unreferenced events older than `before_ms`; never a pending one.
+    async fn purge(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// What changed since the last call: the endpoints that got new deliveries, and whether the
+    /// endpoint settings changed. Waits until something has.
+    fn changes(&self) -> &ChangeFeed;
+}

@@ -1,0 +1,317 @@
+//! The embedded store: SQLite in WAL mode, one writer thread with group commit, a small pool of
+//! reader connections.
+
+mod auth;
+mod migrations;
+mod records;
+mod webhooks;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use estate_crm_domain::{Record, RecordKind};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+use crate::*;
+use writer::{Writer, WriterState};
+
+/// How many idle reader connections are kept open.
+const IDLE_READERS: usize = 8;
+
+/// Where the database lives and what its payloads say.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The data directory; the database is `estate-crm.db` in it.
+    pub data_dir: PathBuf,
+    /// The `site_url` every payload carries.
+    pub site_url: String,
+}
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Writer,
+    readers: Readers,
+    tag: String,
+    feed: Arc<ChangeFeed>,
+    /// Held for the store's life: one server per data directory.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in the data directory, applies the migrations and
+    /// starts the writer. Fails if another estate-crm holds the directory.
+    pub fn open(config: &SqliteConfig) -> Result<SqliteStore, StoreError> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let path = config.data_dir.join("estate-crm.db");
+        let mut conn = open_connection(&path, true)?;
+        migrations::migrate(&mut conn)?;
+        let tag = database_tag(&conn)?;
+        let feed = Arc::new(ChangeFeed::default());
+        let state = WriterState { tag: tag.clone(), site_url: config.site_url.clone(), routes: None };
+        let writer = Writer::start(conn, state, feed.clone());
+        let readers = Readers { path, idle: Mutex::new(Vec::new()) };
+        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, _lock: lock }) })
+    }
+
+    /// The database file's path.
+    pub fn database_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("estate-crm.db")
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.readers.with(|conn| work(conn, &inner.tag)))
+            .await
+            .map_err(|err| StoreError::internal("reading", err))?
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|err| StoreError::internal(format!("creating the data directory {}", dir.display()), err))?;
+    let path = dir.join("estate-crm.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|err| StoreError::internal(format!("opening {}", path.display()), err))?;
+    file.try_lock().map_err(|_| {
+        StoreError::internal(
+            format!("locking the data directory {}", dir.display()),
+            "another estate-crm is using it; stop that one or choose another --data-dir",
+        )
+    })?;
+    Ok(file)
+}
+
+fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|err| StoreError::internal(format!("opening the database {}", path.display()), err))?;
+    // WAL lets readers work while the writer commits; synchronous=FULL makes every commit durable
+    // before a request is answered (group commit keeps that affordable).
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA cache_size = -32000;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// A random tag made once per database, part of every id (see `ids`).
+fn database_tag(conn: &Connection) -> Result<String, StoreError> {
+    let existing: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'tag'", [], |row| row.get(0)).ok();
+    if let Some(tag) = existing {
+        return Ok(tag);
+    }
+    let random = uuid::Uuid::new_v4().as_u128();
+    let tag: String =
+        (0..4).map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz"[((random >> (i * 5)) % 26) as usize])).collect();
+    conn.execute("INSERT INTO meta (key, value) VALUES ('tag', ?1)", [&tag])?;
+    Ok(tag)
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_connection(&self.path, false)?,
+        };
+        let result = work(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_record(&self, actor: &Actor, kind: RecordKind, input: Value) -> Result<Record, StoreError> {
+        let actor = actor.clone();
+        self.inner.writer.run(move |ctx| records::create(ctx, &actor, kind, &input)).await
+    }
+
+    async fn update_record(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        patch: Value,
+    ) -> Result<Record, StoreError> {
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.inner.writer.run(move |ctx| records::update(ctx, &actor, kind, &id, &patch)).await
+    }
+
+    async fn delete_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<(), StoreError> {
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.inner.writer.run(move |ctx| records::delete(ctx, &actor, kind, &id)).await
+    }
+
+    async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError> {
+        let actor = actor.clone();
+        self.inner.writer.run(move |ctx| records::bulk(ctx, &actor, kind, op)).await
+    }
+
+    async fn get_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<Record, StoreError> {
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.read(move |conn, tag| records::get_visible(conn, tag, &actor, kind, &id)).await
+    }
+
+    async fn list_records(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, tag| records::list(conn, tag, &actor, kind, &page)).await
+    }
+
+    async fn list_events(&self, filter: EventFilterQuery, page: PageRequest) -> Result<Page<StoredEvent>, StoreError> {
+        self.read(move |conn, tag| records::list_events(conn, tag, &filter, &page)).await
+    }
+
+    async fn find_token(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn, tag| auth::find_token(conn, tag, &hash)).await
+    }
+
+    async fn set_admin_token(&self, token_hash: &str, only_if_missing: bool) -> Result<bool, StoreError> {
+        let hash = token_hash.to_owned();
+        self.inner.writer.run(move |ctx| auth::set_admin_token(ctx, &hash, only_if_missing)).await
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        self.inner.writer.run(move |ctx| auth::create_user(ctx, &new)).await
+    }
+
+    async fn create_token(&self, user_id: &str, name: &str, token_hash: &str) -> Result<TokenInfo, StoreError> {
+        let (user_id, name, hash) = (user_id.to_owned(), name.to_owned(), token_hash.to_owned());
+        self.inner.writer.run(move |ctx| auth::create_token(ctx, &user_id, &name, &hash)).await
+    }
+
+    async fn delete_token(&self, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
+        let (id, owner) = (id.to_owned(), owner.map(str::to_owned));
+        self.inner.writer.run(move |ctx| auth::delete_token(ctx, &id, owner.as_deref())).await
+    }
+
+    async fn list_endpoints(&self, page: PageRequest) -> Result<Page<Endpoint>, StoreError> {
+        self.read(move |conn, tag| webhooks::list_endpoints(conn, tag, &page)).await
+    }
+
+    async fn get_endpoint(&self, id: &str) -> Result<Endpoint, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn, tag| webhooks::get_endpoint(conn, tag, &id)).await
+    }
+
+    async fn primary_endpoint(&self) -> Result<Option<Endpoint>, StoreError> {
+        self.read(webhooks::primary_endpoint).await
+    }
+
+    async fn create_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, StoreError> {
+        self.inner.writer.run(move |ctx| webhooks::create_endpoint(ctx, &spec, false)).await
+    }
+
+    async fn update_endpoint(&self, id: &str, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+        let id = id.to_owned();
+        self.inner.writer.run(move |ctx| webhooks::update_endpoint(ctx, &id, patch)).await
+    }
+
+    async fn put_primary_endpoint(&self, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+        self.inner.writer.run(move |ctx| webhooks::put_primary_endpoint(ctx, patch)).await
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.inner.writer.run(move |ctx| webhooks::delete_endpoint(ctx, &id)).await
+    }
+
+    async fn list_deliveries(&self, filter: DeliveryFilter, page: PageRequest) -> Result<Page<Delivery>, StoreError> {
+        self.read(move |conn, tag| webhooks::list_deliveries(conn, tag, &filter, &page)).await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn, tag| webhooks::get_delivery(conn, tag, &id)).await
+    }
+
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> Result<String, StoreError> {
+        let id = id.to_owned();
+        self.inner.writer.run(move |ctx| webhooks::retry_delivery(ctx, &id, now_ms)).await
+    }
+
+    async fn retry_failed(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let id = endpoint_id.to_owned();
+        self.inner.writer.run(move |ctx| webhooks::retry_failed(ctx, &id, now_ms)).await
+    }
+
+    async fn begin_test_delivery(&self, endpoint_id: Option<&str>, body: Vec<u8>) -> Result<TestDelivery, StoreError> {
+        let id = endpoint_id.map(str::to_owned);
+        self.inner.writer.run(move |ctx| webhooks::begin_test_delivery(ctx, id.as_deref(), &body)).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        endpoint_id: &str,
+        after_seq: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let id = endpoint_id.to_owned();
+        self.read(move |conn, tag| webhooks::due_deliveries(conn, tag, &id, after_seq, now_ms, limit)).await
+    }
+
+    async fn next_due_after(&self, endpoint_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        let id = endpoint_id.to_owned();
+        self.read(move |conn, tag| webhooks::next_due_after(conn, tag, &id, now_ms)).await
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
+        self.inner.writer.run(move |ctx| webhooks::record_outcomes(ctx, &outcomes)).await
+    }
+
+    async fn pending_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(webhooks::pending_counts).await
+    }
+
+    async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.writer.run(move |ctx| webhooks::purge(ctx, before_ms)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn, _| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.inner.feed
+    }
+}

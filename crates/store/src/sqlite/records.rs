@@ -1,0 +1,461 @@
+//! Records and their events, inside the writer's transaction, and the record and event reads.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use estate_crm_domain::{EventName, FieldErrors, PendingEvent, Record, RecordKind, Timestamp, change, payload};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::webhooks::fan_out;
+use super::writer::WriteCtx;
+use crate::{Actor, BulkOp, EventFilterQuery, Page, PageRequest, StoreError, StoredEvent, ids};
+
+/// The time a change is stamped with: now, to the second (the precision of the API and payloads).
+fn commit_time() -> Timestamp {
+    let now = Utc::now();
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+}
+
+pub(super) fn create(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    kind: RecordKind,
+    input: &Value,
+) -> Result<Record, StoreError> {
+    let now = commit_time();
+    let (record, events) = create_one(ctx, actor, kind, input, now).map_err(|e| e.into_store_error())?;
+    record_events(ctx, events, now)?;
+    Ok(record)
+}
+
+pub(super) fn update(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    kind: RecordKind,
+    id: &str,
+    patch: &Value,
+) -> Result<Record, StoreError> {
+    let now = commit_time();
+    let (record, events) = update_one(ctx, actor, kind, id, patch, now).map_err(|e| e.into_store_error())?;
+    record_events(ctx, events, now)?;
+    Ok(record)
+}
+
+pub(super) fn delete(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str) -> Result<(), StoreError> {
+    let now = commit_time();
+    let events = delete_one(ctx, actor, kind, id).map_err(|e| e.into_store_error())?;
+    record_events(ctx, events, now)
+}
+
+/// All or nothing: every row is tried so that the error names each bad one, and any error undoes
+/// the whole job (the writer rolls its savepoint back).
+pub(super) fn bulk(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    kind: RecordKind,
+    op: BulkOp,
+) -> Result<Vec<String>, StoreError> {
+    let now = commit_time();
+    let mut ids = Vec::new();
+    let mut events = Vec::new();
+    let mut failures = RowFailures::default();
+    match op {
+        BulkOp::Create(rows) => {
+            for (index, row) in rows.iter().enumerate() {
+                match create_one(ctx, actor, kind, row, now) {
+                    Ok((record, fired)) => {
+                        ids.push(record.id);
+                        events.extend(fired);
+                    }
+                    Err(failure) => failures.add(&format!("create[{index}]"), failure),
+                }
+            }
+        }
+        BulkOp::Update(rows) => {
+            for (index, row) in rows.iter().enumerate() {
+                let prefix = format!("update[{index}]");
+                let Some((id, patch)) = split_id(row) else {
+                    failures.add(
+                        &prefix,
+                        Failure::Invalid(FieldErrors::single("id", "is required: the id of the record to change")),
+                    );
+                    continue;
+                };
+                match update_one(ctx, actor, kind, &id, &patch, now) {
+                    Ok((record, fired)) => {
+                        ids.push(record.id);
+                        events.extend(fired);
+                    }
+                    Err(failure) => failures.add(&prefix, failure),
+                }
+            }
+        }
+        BulkOp::Delete(rows) => {
+            for (index, id) in rows.iter().enumerate() {
+                match delete_one(ctx, actor, kind, id) {
+                    Ok(fired) => {
+                        ids.push(id.clone());
+                        events.extend(fired);
+                    }
+                    Err(failure) => failures.add(&format!("delete[{index}]"), failure),
+                }
+            }
+        }
+    }
+    failures.into_result()?;
+    record_events(ctx, events, now)?;
+    Ok(ids)
+}
+
+/// Why one row failed: kept apart from `StoreError` so that bulk can name the row.
+enum Failure {
+    NotFound,
+    Invalid(FieldErrors),
+    Conflict(FieldErrors),
+    Internal(StoreError),
+}
+
+impl Failure {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Failure::NotFound => StoreError::not_found("no such record"),
+            Failure::Invalid(errors) => StoreError::invalid(errors),
+            Failure::Conflict(errors) => StoreError::conflict(errors),
+            Failure::Internal(err) => err,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Failure::Internal(err)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(err: rusqlite::Error) -> Self {
+        Failure::Internal(err.into())
+    }
+}
+
+#[derive(Default)]
+struct RowFailures {
+    invalid: FieldErrors,
+    conflict: FieldErrors,
+    internal: Option<StoreError>,
+}
+
+impl RowFailures {
+    fn add(&mut self, prefix: &str, failure: Failure) {
+        match failure {
+            Failure::NotFound => self.invalid.add(format!("{prefix}.id"), "no such record"),
+            Failure::Invalid(errors) => self.invalid.absorb(prefix, errors),
+            Failure::Conflict(errors) => self.conflict.absorb(prefix, errors),
+            Failure::Internal(err) => self.internal = self.internal.take().or(Some(err)),
+        }
+    }
+
+    /// A database failure wins; then invalid rows (422); then conflicts (409).
+    fn into_result(self) -> Result<(), StoreError> {
+        if let Some(err) = self.internal {
+            return Err(err);
+        }
+        if !self.invalid.is_empty() {
+            return Err(StoreError::invalid(self.invalid));
+        }
+        if !self.conflict.is_empty() {
+            return Err(StoreError::conflict(self.conflict));
+        }
+        Ok(())
+    }
+}
+
+fn split_id(row: &Value) -> Option<(String, Value)> {
+    let mut object = row.as_object()?.clone();
+    let id = object.shift_remove("id")?.as_str()?.to_owned();
+    Some((id, Value::Object(object)))
+}
+
+fn create_one(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    kind: RecordKind,
+    input: &Value,
+    now: Timestamp,
+) -> Result<(Record, Vec<PendingEvent>), Failure> {
+    let mut record = change::create(kind, input, String::new(), &actor.user_id, now).map_err(Failure::Invalid)?;
+    check_references(ctx, actor, &record)?;
+    let mut events = Vec::new();
+    if kind == RecordKind::Enquiry {
+        events.extend(link_enquiry_contact(ctx, actor, &mut record, now)?);
+    }
+    insert_record(ctx, &mut record)?;
+    events.extend(change::events_on_create(&record));
+    Ok((record, events))
+}
+
+/// Links an enquiry to the contact with its email, creating that contact when there is none
+/// (whose `contact.created` then comes before `enquiry.created`).
+fn link_enquiry_contact(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    enquiry: &mut Record,
+    now: Timestamp,
+) -> Result<Vec<PendingEvent>, Failure> {
+    let Some(email) = enquiry.get_str("email").map(estate_crm_domain::normalize_email) else {
+        return Ok(vec![]);
+    };
+    let existing: Option<i64> = ctx
+        .tx
+        .prepare_cached("SELECT seq FROM records WHERE kind = 'contact' AND email_key = ?1")?
+        .query_row([&email], |row| row.get(0))
+        .optional()?;
+    if let Some(seq) = existing {
+        let contact_id = ids::format(RecordKind::Contact.id_prefix(), &ctx.state.tag, seq);
+        change::link_enquiry(enquiry, &contact_id);
+        return Ok(vec![]);
+    }
+    let input = change::contact_for_enquiry(enquiry);
+    let (contact, events) =
+        create_one(ctx, actor, RecordKind::Contact, &input, now).map_err(|failure| match failure {
+            // The enquiry's own fields passed; a contact made from them can only fail on the same values.
+            Failure::Invalid(errors) => Failure::Invalid(errors),
+            other => other,
+        })?;
+    change::link_enquiry(enquiry, &contact.id);
+    Ok(events)
+}
+
+fn update_one(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    kind: RecordKind,
+    id: &str,
+    patch: &Value,
+    now: Timestamp,
+) -> Result<(Record, Vec<PendingEvent>), Failure> {
+    let (seq, old) = find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.ok_or(Failure::NotFound)?;
+    let Some(new) = change::patch(&old, patch, now).map_err(Failure::Invalid)? else {
+        return Ok((old, vec![]));
+    };
+    check_references(ctx, actor, &new)?;
+    let updated = ctx
+        .tx
+        .prepare_cached(
+            "UPDATE records SET assigned_agent_id = ?2, email_key = ?3, updated_at = ?4, fields = ?5 WHERE seq = ?1",
+        )?
+        .execute(params![
+            seq,
+            new.assigned_agent_id(),
+            new.email_key(),
+            new.updated_at.timestamp(),
+            fields_json(&new.fields)
+        ]);
+    map_unique_violation(updated)?;
+    let events = change::events_on_update(&old, &new);
+    Ok((new, events))
+}
+
+fn delete_one(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str) -> Result<Vec<PendingEvent>, Failure> {
+    let (seq, old) = find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.ok_or(Failure::NotFound)?;
+    ctx.tx.prepare_cached("DELETE FROM records WHERE seq = ?1")?.execute([seq])?;
+    Ok(change::events_on_delete(&old))
+}
+
+fn insert_record(ctx: &mut WriteCtx<'_>, record: &mut Record) -> Result<(), Failure> {
+    let inserted = ctx
+        .tx
+        .prepare_cached(
+            "INSERT INTO records (kind, created_by, assigned_agent_id, email_key, created_at, updated_at, fields)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            record.kind.name(),
+            record.created_by,
+            record.assigned_agent_id(),
+            record.email_key(),
+            record.created_at.timestamp(),
+            record.updated_at.timestamp(),
+            fields_json(&record.fields),
+        ]);
+    map_unique_violation(inserted)?;
+    record.id = ids::format(record.kind.id_prefix(), &ctx.state.tag, ctx.tx.last_insert_rowid());
+    Ok(())
+}
+
+/// The only unique constraint a client can hit is a contact's email.
+fn map_unique_violation(result: rusqlite::Result<usize>) -> Result<(), Failure> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == ErrorCode::ConstraintViolation => {
+            Err(Failure::Conflict(FieldErrors::single("email", "a contact with this email already exists")))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn check_references(ctx: &WriteCtx<'_>, actor: &Actor, record: &Record) -> Result<(), Failure> {
+    let mut errors = FieldErrors::new();
+    for (field, kind, id) in change::references(record) {
+        if find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.is_none() {
+            errors.add(field, format!("no {kind} has the id {id:?}"));
+        }
+    }
+    errors.into_result(()).map_err(Failure::Invalid)
+}
+
+/// Stamps, encodes and stores each event, then fans it out to the subscribed endpoints. The body
+/// bytes made here are the ones every attempt sends.
+fn record_events(ctx: &mut WriteCtx<'_>, events: Vec<PendingEvent>, now: Timestamp) -> Result<(), StoreError> {
+    for event in events {
+        let body = payload::encode(event.name, now, &event.data, &ctx.state.site_url);
+        let event_seq = insert_event(ctx, event.name, now.timestamp(), &body)?;
+        fan_out(ctx, event.name, event_seq, now.timestamp_millis())?;
+    }
+    Ok(())
+}
+
+pub(super) fn insert_event(
+    ctx: &WriteCtx<'_>,
+    name: EventName,
+    created_at: i64,
+    body: &[u8],
+) -> Result<i64, StoreError> {
+    ctx.tx.prepare_cached("INSERT INTO events (name, created_at, body) VALUES (?1, ?2, ?3)")?.execute(params![
+        name.as_str(),
+        created_at,
+        body
+    ])?;
+    Ok(ctx.tx.last_insert_rowid())
+}
+
+fn fields_json(fields: &Map<String, Value>) -> String {
+    serde_json::to_string(fields).expect("a JSON map always serialises")
+}
+
+const RECORD_COLUMNS: &str = "seq, kind, created_by, created_at, updated_at, fields";
+
+fn record_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Record> {
+    let seq: i64 = row.get(0)?;
+    let kind_name: String = row.get(1)?;
+    let kind =
+        RecordKind::from_name(&kind_name).ok_or_else(|| corrupt(1, format!("unknown record kind {kind_name}")))?;
+    let fields: String = row.get(5)?;
+    let fields: Map<String, Value> = serde_json::from_str(&fields).map_err(|e| corrupt(5, e.to_string()))?;
+    Ok(Record {
+        kind,
+        id: ids::format(kind.id_prefix(), tag, seq),
+        created_by: row.get(2)?,
+        created_at: timestamp(row.get(3)?),
+        updated_at: timestamp(row.get(4)?),
+        fields,
+    })
+}
+
+fn corrupt(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
+}
+
+fn timestamp(seconds: i64) -> Timestamp {
+    DateTime::from_timestamp(seconds, 0).unwrap_or_default()
+}
+
+/// The record with this id if it exists, is of this kind, and the actor may see it.
+fn find_visible(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Option<(i64, Record)>, StoreError> {
+    let Some(seq) = ids::parse(kind.id_prefix(), tag, id) else {
+        return Ok(None);
+    };
+    let found = conn
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM records WHERE seq = ?1 AND kind = ?2"))?
+        .query_row(params![seq, kind.name()], |row| record_from_row(row, tag))
+        .optional()?;
+    Ok(found.filter(|r| actor.may_see(&r.created_by, r.assigned_agent_id())).map(|r| (seq, r)))
+}
+
+pub(super) fn get_visible(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Record, StoreError> {
+    find_visible(conn, tag, actor, kind, id)?
+        .map(|(_, record)| record)
+        .ok_or_else(|| StoreError::not_found(format!("no {kind} has this id")))
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    page: &PageRequest,
+) -> Result<Page<Record>, StoreError> {
+    let before = parse_cursor(page.cursor.as_deref())?;
+    let limit = i64::try_from(page.limit).unwrap_or(1000);
+    let agent = (actor.role != crate::Role::Admin).then_some(actor.user_id.as_str());
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE kind = ?1 AND seq < ?2 AND (?3 IS NULL OR created_by = ?3 OR assigned_agent_id = ?3)
+         ORDER BY seq DESC LIMIT ?4"
+    ))?;
+    let rows = statement.query_map(params![kind.name(), before, agent, limit + 1], |row| {
+        Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?))
+    })?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+}
+
+pub(super) fn list_events(
+    conn: &Connection,
+    tag: &str,
+    filter: &EventFilterQuery,
+    page: &PageRequest,
+) -> Result<Page<StoredEvent>, StoreError> {
+    let before = parse_cursor(page.cursor.as_deref())?;
+    let limit = i64::try_from(page.limit).unwrap_or(1000);
+    let name = filter.event.map(EventName::as_str);
+    let since = filter.since.map(|t| t.timestamp());
+    let mut statement = conn.prepare_cached(
+        "SELECT seq, name, created_at, body FROM events
+         WHERE seq < ?1 AND (?2 IS NULL OR name = ?2) AND (?3 IS NULL OR created_at >= ?3)
+         ORDER BY seq DESC LIMIT ?4",
+    )?;
+    let rows = statement.query_map(params![before, name, since, limit + 1], |row| {
+        let seq: i64 = row.get(0)?;
+        let name: String = row.get(1)?;
+        let event = StoredEvent {
+            id: ids::format("evt", tag, seq),
+            name: EventName::parse(&name).ok_or_else(|| corrupt(1, format!("unknown event {name}")))?,
+            timestamp: timestamp(row.get(2)?),
+            body: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+        };
+        Ok((seq, event))
+    })?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+}
+
+/// Cursors are the seq of the last item of a page, in base 36 behind a `c`.
+pub(super) fn parse_cursor(cursor: Option<&str>) -> Result<i64, StoreError> {
+    match cursor {
+        None => Ok(i64::MAX),
+        Some(cursor) => ids::parse("c", "", cursor)
+            .ok_or_else(|| StoreError::invalid(FieldErrors::single("cursor", "is not a cursor this server gave out"))),
+    }
+}
+
+/// Cuts a page fetched with one extra row, which says whether a next page exists.
+pub(super) fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Result<Page<T>, StoreError> {
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(seq, _)| ids::format("c", "", *seq))
+    } else {
+        None
+    };
+    Ok(Page { items: rows.into_iter().map(|(_, item)| item).collect(), next_cursor })
+}

@@ -1,0 +1,514 @@
+//! Endpoints, fan-out, deliveries and their attempts.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
+use estate_crm_domain::{EventName, FieldErrors};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use super::records::{insert_event, paginate, parse_cursor};
+use super::writer::{Route, WriteCtx};
+use crate::{
+    Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointPatch,
+    EndpointSpec, NextStep, Outcome, Page, PageRequest, StoreError, TestDelivery, ids,
+};
+
+/// How long a replaced secret keeps signing, so receivers can switch without losing deliveries.
+const SECRET_ROTATION_MS: i64 = 24 * 3600 * 1000;
+const ENDPOINT_PREFIX: &str = "ep";
+const DELIVERY_PREFIX: &str = "msg";
+
+/// One delivery row per active endpoint subscribed to this event, due now.
+pub(super) fn fan_out(ctx: &mut WriteCtx<'_>, event: EventName, event_seq: i64, now_ms: i64) -> Result<(), StoreError> {
+    if ctx.state.routes.is_none() {
+        ctx.state.routes = Some(load_routes(ctx.tx, &ctx.state.tag)?);
+    }
+    let routes = ctx.state.routes.as_deref().unwrap_or_default();
+    let mut insert = ctx.tx.prepare_cached(
+        "INSERT INTO deliveries (event_seq, endpoint_seq, status, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, 0, ?3, ?3, ?3)",
+    )?;
+    for route in routes.iter().filter(|r| r.events.matches(event)) {
+        insert.execute(params![event_seq, route.seq, now_ms])?;
+        if !ctx.changes.endpoints.contains(&route.id) {
+            ctx.changes.endpoints.insert(route.id.clone());
+        }
+    }
+    Ok(())
+}
+
+fn load_routes(conn: &Connection, tag: &str) -> Result<Vec<Route>, StoreError> {
+    let mut statement = conn.prepare_cached("SELECT seq, events FROM endpoints WHERE active = 1 ORDER BY seq")?;
+    let routes = statement.query_map([], |row| {
+        let seq: i64 = row.get(0)?;
+        let events: String = row.get(1)?;
+        Ok((seq, events))
+    })?;
+    let mut out = Vec::new();
+    for route in routes {
+        let (seq, events) = route?;
+        let events = EventFilter::parse(&Value::String(events))
+            .map_err(|e| StoreError::internal("reading an endpoint's events", e))?;
+        out.push(Route { seq, id: ids::format(ENDPOINT_PREFIX, tag, seq), events });
+    }
+    Ok(out)
+}
+
+const ENDPOINT_COLUMNS: &str = "seq, url, events, secret, previous_secret, previous_secret_until, active, \
+    disabled_reason, description, retry_schedule, max_in_flight, is_primary, created_at, updated_at";
+
+fn endpoint_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Endpoint> {
+    let bad = |column: usize, message: String| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
+    };
+    let events: String = row.get(2)?;
+    let schedule: Option<String> = row.get(9)?;
+    let max_in_flight: i64 = row.get(10)?;
+    Ok(Endpoint {
+        id: ids::format(ENDPOINT_PREFIX, tag, row.get(0)?),
+        url: row.get(1)?,
+        events: EventFilter::parse(&Value::String(events)).map_err(|e| bad(2, e))?,
+        secret: row.get(3)?,
+        previous_secret: row.get(4)?,
+        previous_secret_until: row.get(5)?,
+        active: row.get(6)?,
+        disabled_reason: row.get(7)?,
+        description: row.get(8)?,
+        retry_schedule: schedule.map(|s| RetrySchedule::parse_str(&s)).transpose().map_err(|e| bad(9, e))?,
+        max_in_flight: MaxInFlight::new(max_in_flight).map_err(|e| bad(10, e))?,
+        is_primary: row.get(11)?,
+        created_at: millis(row.get(12)?),
+        updated_at: millis(row.get(13)?),
+    })
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn endpoint_seq(tag: &str, id: &str) -> Result<i64, StoreError> {
+    ids::parse(ENDPOINT_PREFIX, tag, id).ok_or_else(|| StoreError::not_found("no endpoint has this id"))
+}
+
+fn find_endpoint(conn: &Connection, tag: &str, seq: i64) -> Result<Option<Endpoint>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq = ?1"))?
+        .query_row([seq], |row| endpoint_from_row(row, tag))
+        .optional()?)
+}
+
+pub(super) fn get_endpoint(conn: &Connection, tag: &str, id: &str) -> Result<Endpoint, StoreError> {
+    find_endpoint(conn, tag, endpoint_seq(tag, id)?)?.ok_or_else(|| StoreError::not_found("no endpoint has this id"))
+}
+
+pub(super) fn primary_endpoint(conn: &Connection, tag: &str) -> Result<Option<Endpoint>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE is_primary = 1"))?
+        .query_row([], |row| endpoint_from_row(row, tag))
+        .optional()?)
+}
+
+pub(super) fn list_endpoints(conn: &Connection, tag: &str, page: &PageRequest) -> Result<Page<Endpoint>, StoreError> {
+    let before = parse_cursor(page.cursor.as_deref())?;
+    let limit = i64::try_from(page.limit).unwrap_or(1000);
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+    ))?;
+    let rows = statement
+        .query_map(params![before, limit + 1], |row| Ok((row.get::<_, i64>(0)?, endpoint_from_row(row, tag)?)))?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+}
+
+pub(super) fn create_endpoint(
+    ctx: &mut WriteCtx<'_>,
+    spec: &EndpointSpec,
+    primary: bool,
+) -> Result<Endpoint, StoreError> {
+    let now = Utc::now().timestamp_millis();
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO endpoints (url, events, secret, active, description, retry_schedule, max_in_flight,
+                                    is_primary, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        )?
+        .execute(params![
+            spec.url,
+            spec.events.to_string(),
+            spec.secret,
+            spec.active,
+            spec.description,
+            spec.retry_schedule.as_ref().map(ToString::to_string),
+            spec.max_in_flight.get() as i64,
+            primary,
+            now,
+        ])?;
+    ctx.changes.settings_changed = true;
+    let seq = ctx.tx.last_insert_rowid();
+    find_endpoint(ctx.tx, &ctx.state.tag, seq)?
+        .ok_or_else(|| StoreError::internal("creating an endpoint", "it vanished"))
+}
+
+pub(super) fn update_endpoint(ctx: &mut WriteCtx<'_>, id: &str, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+    let seq = endpoint_seq(&ctx.state.tag, id)?;
+    let old =
+        find_endpoint(ctx.tx, &ctx.state.tag, seq)?.ok_or_else(|| StoreError::not_found("no endpoint has this id"))?;
+    apply_patch(ctx, seq, old, patch)
+}
+
+pub(super) fn put_primary_endpoint(ctx: &mut WriteCtx<'_>, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+    match primary_endpoint(ctx.tx, &ctx.state.tag)? {
+        Some(old) => {
+            let seq = endpoint_seq(&ctx.state.tag, &old.id)?;
+            apply_patch(ctx, seq, old, patch)
+        }
+        None => {
+            let Some(url) = patch.url else {
+                return Err(StoreError::invalid(FieldErrors::single("url", "is required")));
+            };
+            let spec = EndpointSpec {
+                url,
+                events: patch.events.unwrap_or(EventFilter::All),
+                secret: patch.secret.flatten(),
+                active: patch.active.unwrap_or(true),
+                description: patch.description.flatten(),
+                retry_schedule: patch.retry_schedule.flatten(),
+                max_in_flight: patch.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
+            };
+            create_endpoint(ctx, &spec, true)
+        }
+    }
+}
+
+fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+    let now = Utc::now().timestamp_millis();
+    let mut new = old.clone();
+    if let Some(url) = patch.url {
+        new.url = url;
+    }
+    if let Some(events) = patch.events {
+        new.events = events;
+    }
+    if let Some(secret) = patch.secret
+        && secret != old.secret
+    {
+        // The replaced secret keeps signing for a day, so receivers can switch without a gap.
+        new.previous_secret = old.secret.clone();
+        new.previous_secret_until = old.secret.as_ref().map(|_| now + SECRET_ROTATION_MS);
+        new.secret = secret;
+    }
+    if let Some(active) = patch.active {
+        new.active = active;
+        if active {
+            new.disabled_reason = None;
+        }
+    }
+    if let Some(description) = patch.description {
+        new.description = description;
+    }
+    if let Some(schedule) = patch.retry_schedule {
+        new.retry_schedule = schedule;
+    }
+    if let Some(max) = patch.max_in_flight {
+        new.max_in_flight = max;
+    }
+    ctx.tx
+        .prepare_cached(
+            "UPDATE endpoints SET url = ?2, events = ?3, secret = ?4, previous_secret = ?5, previous_secret_until = ?6,
+                active = ?7, disabled_reason = ?8, description = ?9, retry_schedule = ?10, max_in_flight = ?11,
+                updated_at = ?12
+             WHERE seq = ?1",
+        )?
+        .execute(params![
+            seq,
+            new.url,
+            new.events.to_string(),
+            new.secret,
+            new.previous_secret,
+            new.previous_secret_until,
+            new.active,
+            new.disabled_reason,
+            new.description,
+            new.retry_schedule.as_ref().map(ToString::to_string),
+            new.max_in_flight.get() as i64,
+            now,
+        ])?;
+    ctx.changes.settings_changed = true;
+    new.updated_at = millis(now);
+    Ok(new)
+}
+
+/// Deleting an endpoint removes its deliveries too: nothing more is sent to it, and its log goes with it.
+pub(super) fn delete_endpoint(ctx: &mut WriteCtx<'_>, id: &str) -> Result<(), StoreError> {
+    let seq = endpoint_seq(&ctx.state.tag, id)?;
+    let deleted = ctx.tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
+    if deleted == 0 {
+        return Err(StoreError::not_found("no endpoint has this id"));
+    }
+    ctx.tx.execute(
+        "DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM deliveries WHERE endpoint_seq = ?1)",
+        [seq],
+    )?;
+    ctx.tx.execute("DELETE FROM deliveries WHERE endpoint_seq = ?1", [seq])?;
+    ctx.changes.settings_changed = true;
+    Ok(())
+}
+
+const DELIVERY_COLUMNS: &str = "d.seq, d.event_seq, e.name, d.endpoint_seq, d.status, d.attempts, d.next_attempt_at, \
+    d.last_status_code, d.last_error, d.created_at, d.updated_at";
+
+fn delivery_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Delivery> {
+    let name: String = row.get(2)?;
+    let status = DeliveryStatus::from_code(row.get(4)?);
+    let endpoint_seq: Option<i64> = row.get(3)?;
+    Ok(Delivery {
+        id: ids::format(DELIVERY_PREFIX, tag, row.get(0)?),
+        event_id: ids::format("evt", tag, row.get(1)?),
+        event: EventName::parse(&name).unwrap_or(EventName::WebhookTest),
+        endpoint_id: endpoint_seq.map(|seq| ids::format(ENDPOINT_PREFIX, tag, seq)),
+        status,
+        attempts: row.get(5)?,
+        next_attempt_at: (status == DeliveryStatus::Pending).then(|| row.get(6)).transpose()?,
+        last_status_code: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    })
+}
+
+fn delivery_seq(tag: &str, id: &str) -> Result<i64, StoreError> {
+    ids::parse(DELIVERY_PREFIX, tag, id).ok_or_else(|| StoreError::not_found("no delivery has this id"))
+}
+
+pub(super) fn list_deliveries(
+    conn: &Connection,
+    tag: &str,
+    filter: &DeliveryFilter,
+    page: &PageRequest,
+) -> Result<Page<Delivery>, StoreError> {
+    let before = parse_cursor(page.cursor.as_deref())?;
+    let limit = i64::try_from(page.limit).unwrap_or(1000);
+    // An id that is not one of ours matches nothing, like any other filter value with no match.
+    let endpoint = filter.endpoint_id.as_ref().map(|id| ids::parse(ENDPOINT_PREFIX, tag, id).unwrap_or(-1));
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.seq < ?1 AND (?2 IS NULL OR d.endpoint_seq = ?2) AND (?3 IS NULL OR d.status = ?3)
+           AND (?4 IS NULL OR e.name = ?4)
+         ORDER BY d.seq DESC LIMIT ?5"
+    ))?;
+    let rows = statement.query_map(
+        params![
+            before,
+            endpoint,
+            filter.status.map(DeliveryStatus::code),
+            filter.event.map(EventName::as_str),
+            limit + 1
+        ],
+        |row| Ok((row.get::<_, i64>(0)?, delivery_from_row(row, tag)?)),
+    )?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+}
+
+pub(super) fn get_delivery(conn: &Connection, tag: &str, id: &str) -> Result<DeliveryDetail, StoreError> {
+    let seq = delivery_seq(tag, id)?;
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS}, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.seq = ?1"
+        ))?
+        .query_row([seq], |row| Ok((delivery_from_row(row, tag)?, row.get::<_, Vec<u8>>(11)?)))
+        .optional()?;
+    let (delivery, body) = found.ok_or_else(|| StoreError::not_found("no delivery has this id"))?;
+    let mut statement = conn.prepare_cached(
+        "SELECT number, started_at, duration_ms, status_code, error, response FROM attempts
+         WHERE delivery_seq = ?1 ORDER BY number",
+    )?;
+    let attempts = statement
+        .query_map([seq], |row| {
+            Ok(Attempt {
+                number: row.get(0)?,
+                started_at: row.get(1)?,
+                duration_ms: row.get(2)?,
+                status_code: row.get(3)?,
+                error: row.get(4)?,
+                response: Bytes::from(row.get::<_, Vec<u8>>(5)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DeliveryDetail { delivery, body: Bytes::from(body), attempts })
+}
+
+pub(super) fn retry_delivery(ctx: &mut WriteCtx<'_>, id: &str, now_ms: i64) -> Result<String, StoreError> {
+    let seq = delivery_seq(&ctx.state.tag, id)?;
+    let endpoint: Option<Option<i64>> =
+        ctx.tx.query_row("SELECT endpoint_seq FROM deliveries WHERE seq = ?1", [seq], |row| row.get(0)).optional()?;
+    let endpoint = endpoint.ok_or_else(|| StoreError::not_found("no delivery has this id"))?;
+    let Some(endpoint) = endpoint else {
+        return Err(StoreError::invalid(FieldErrors::single(
+            "id",
+            "this test was sent to settings that were never saved; there is no endpoint to retry it to",
+        )));
+    };
+    ctx.tx.execute(
+        "UPDATE deliveries SET status = 0, next_attempt_at = ?2, updated_at = ?2 WHERE seq = ?1",
+        params![seq, now_ms],
+    )?;
+    let endpoint_id = ids::format(ENDPOINT_PREFIX, &ctx.state.tag, endpoint);
+    ctx.changes.rescan.insert(endpoint_id.clone());
+    Ok(endpoint_id)
+}
+
+pub(super) fn retry_failed(ctx: &mut WriteCtx<'_>, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+    let seq = endpoint_seq(&ctx.state.tag, endpoint_id)?;
+    find_endpoint(ctx.tx, &ctx.state.tag, seq)?.ok_or_else(|| StoreError::not_found("no endpoint has this id"))?;
+    let changed = ctx.tx.execute(
+        "UPDATE deliveries SET status = 0, next_attempt_at = ?2, updated_at = ?2 WHERE endpoint_seq = ?1 AND status = 2",
+        params![seq, now_ms],
+    )?;
+    ctx.changes.rescan.insert(endpoint_id.to_owned());
+    Ok(changed as u64)
+}
+
+/// The test delivery starts out `failed` with no attempt, so the dispatcher never claims it; the
+/// outcome of the one attempt the test button makes replaces that.
+pub(super) fn begin_test_delivery(
+    ctx: &mut WriteCtx<'_>,
+    endpoint_id: Option<&str>,
+    body: &[u8],
+) -> Result<TestDelivery, StoreError> {
+    let endpoint = endpoint_id.map(|id| endpoint_seq(&ctx.state.tag, id)).transpose()?;
+    let now = Utc::now();
+    let event_seq = insert_event(ctx, EventName::WebhookTest, now.timestamp(), body)?;
+    ctx.tx.execute(
+        "INSERT INTO deliveries (event_seq, endpoint_seq, status, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, 2, 0, ?3, ?3)",
+        params![event_seq, endpoint, now.timestamp_millis()],
+    )?;
+    let seq = ctx.tx.last_insert_rowid();
+    Ok(TestDelivery { seq, id: ids::format(DELIVERY_PREFIX, &ctx.state.tag, seq) })
+}
+
+pub(super) fn due_deliveries(
+    conn: &Connection,
+    tag: &str,
+    endpoint_id: &str,
+    after_seq: i64,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<DueDelivery>, StoreError> {
+    let endpoint = endpoint_seq(tag, endpoint_id)?;
+    let mut statement = conn.prepare_cached(
+        "SELECT d.seq, d.attempts, e.name, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.endpoint_seq = ?1 AND d.status = 0 AND d.seq > ?2 AND d.next_attempt_at <= ?3
+         ORDER BY d.seq LIMIT ?4",
+    )?;
+    let rows = statement.query_map(params![endpoint, after_seq, now_ms, limit as i64], |row| {
+        let seq: i64 = row.get(0)?;
+        let name: String = row.get(2)?;
+        Ok(DueDelivery {
+            seq,
+            id: ids::format(DELIVERY_PREFIX, tag, seq),
+            attempts: row.get(1)?,
+            event: EventName::parse(&name).unwrap_or(EventName::WebhookTest),
+            body: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn next_due_after(
+    conn: &Connection,
+    tag: &str,
+    endpoint_id: &str,
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let endpoint = endpoint_seq(tag, endpoint_id)?;
+    Ok(conn
+        .prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE endpoint_seq = ?1 AND status = 0 AND next_attempt_at > ?2",
+        )?
+        .query_row(params![endpoint, now_ms], |row| row.get(0))?)
+}
+
+pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> Result<(), StoreError> {
+    let now = Utc::now().timestamp_millis();
+    for outcome in outcomes {
+        let (status, next_attempt_at) = match &outcome.next {
+            NextStep::Succeeded => (DeliveryStatus::Succeeded, 0),
+            NextStep::RetryAt(at) => (DeliveryStatus::Pending, *at),
+            NextStep::Failed | NextStep::Gone { .. } => (DeliveryStatus::Failed, 0),
+        };
+        let updated = ctx
+            .tx
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
+                    last_error = ?6, updated_at = ?7
+                 WHERE seq = ?1",
+            )?
+            .execute(params![
+                outcome.delivery_seq,
+                status.code(),
+                outcome.attempt,
+                next_attempt_at,
+                outcome.status_code,
+                outcome.error,
+                now
+            ])?;
+        if updated == 0 {
+            continue; // Its endpoint was deleted meanwhile, and the delivery with it.
+        }
+        ctx.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                outcome.delivery_seq,
+                outcome.attempt,
+                outcome.started_at,
+                outcome.duration_ms as i64,
+                outcome.status_code,
+                outcome.error,
+                outcome.response.as_ref()
+            ])?;
+        if let (NextStep::Gone { reason }, Some(endpoint_id)) = (&outcome.next, &outcome.endpoint_id) {
+            let seq = endpoint_seq(&ctx.state.tag, endpoint_id)?;
+            ctx.tx.execute(
+                "UPDATE endpoints SET active = 0, disabled_reason = ?2, updated_at = ?3 WHERE seq = ?1",
+                params![seq, reason, now],
+            )?;
+            ctx.changes.settings_changed = true;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn pending_counts(conn: &Connection, tag: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT endpoint_seq, COUNT(*) FROM deliveries WHERE status = 0 AND endpoint_seq IS NOT NULL GROUP BY endpoint_seq",
+    )?;
+    let rows = statement
+        .query_map([], |row| Ok((ids::format(ENDPOINT_PREFIX, tag, row.get(0)?), row.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Removes, in bounded chunks, finished deliveries last changed before `before_ms`, their attempts,
+/// and events older than that which no delivery refers to any more. Pending deliveries stay.
+pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, StoreError> {
+    const CHUNK: i64 = 10_000;
+    ctx.tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS purge_batch (seq INTEGER PRIMARY KEY); DELETE FROM purge_batch;",
+    )?;
+    ctx.tx.execute(
+        "INSERT INTO purge_batch (seq) SELECT seq FROM deliveries WHERE status != 0 AND updated_at < ?1 LIMIT ?2",
+        params![before_ms, CHUNK],
+    )?;
+    ctx.tx.execute("DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM purge_batch)", [])?;
+    let deliveries = ctx.tx.execute("DELETE FROM deliveries WHERE seq IN (SELECT seq FROM purge_batch)", [])?;
+    let events = ctx.tx.execute(
+        "DELETE FROM events WHERE seq IN (
+            SELECT e.seq FROM events e WHERE e.created_at < ?1
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT ?2)",
+        params![before_ms / 1000, CHUNK],
+    )?;
+    Ok((deliveries + events) as u64)
+}

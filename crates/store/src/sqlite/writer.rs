@@ -1,0 +1,159 @@
+//! The one writer thread and its group commit.
+//!
+//! Requests hand the writer a closure; the writer takes every closure waiting (up to a bound), runs
+//! each inside a savepoint of one transaction, so that one request's failure undoes only its own
+//! work, then commits once and answers them all. The answer goes out only after the commit, so an
+//! acknowledged change is durable.
+
+use std::sync::Arc;
+
+use estate_crm_domain::webhook::EventFilter;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{ChangeFeed, Changes, StoreError};
+
+/// How many requests one commit may carry. Bounds the latency a request waits behind others.
+const MAX_BATCH: usize = 512;
+/// How many requests may wait for the writer before callers wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Reply + Send>;
+
+/// What a job sees: the open transaction and the writer's state.
+pub(crate) struct WriteCtx<'a> {
+    pub tx: &'a Transaction<'a>,
+    pub state: &'a mut WriterState,
+    /// What this job changed that the dispatcher must hear of.
+    pub changes: &'a mut Changes,
+}
+
+/// An endpoint as fan-out needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub seq: i64,
+    pub id: String,
+    pub events: EventFilter,
+}
+
+/// State the writer keeps between batches.
+pub(crate) struct WriterState {
+    pub tag: String,
+    pub site_url: String,
+    /// The active endpoints, for fan-out; `None` when they must be read again.
+    pub routes: Option<Vec<Route>>,
+}
+
+/// The handle requests use to reach the writer.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection, state: WriterState, feed: Arc<ChangeFeed>) -> Writer {
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("estate-crm-writer".into())
+            .spawn(move || run(conn, state, jobs, &feed))
+            .expect("the operating system refused to start the writer thread");
+        Writer { queue }
+    }
+
+    /// Runs `work` in the next group commit and answers its result once that commit is durable.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
+            let result = in_savepoint(ctx, work);
+            Box::new(move |committed: Result<(), &StoreError>| {
+                let result = match committed {
+                    Ok(()) => result,
+                    Err(err) => Err(err.shared()),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        self.queue.send(job).await.map_err(|_| StoreError::internal("writing", "the writer has stopped"))?;
+        answered.await.map_err(|_| StoreError::internal("writing", "the writer stopped before answering"))?
+    }
+}
+
+fn in_savepoint<T>(
+    ctx: &mut WriteCtx<'_>,
+    work: impl FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    ctx.tx.execute_batch("SAVEPOINT job")?;
+    let mut changes = Changes::default();
+    let result = work(&mut WriteCtx { tx: ctx.tx, state: &mut *ctx.state, changes: &mut changes });
+    let settings_changed = changes.settings_changed;
+    if result.is_ok() {
+        ctx.tx.execute_batch("RELEASE job")?;
+        ctx.changes.endpoints.extend(changes.endpoints);
+        ctx.changes.rescan.extend(changes.rescan);
+        ctx.changes.settings_changed |= settings_changed;
+    } else {
+        ctx.tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+    }
+    if settings_changed {
+        // Read the routes again on next use, whether or not this job's changes stayed.
+        ctx.state.routes = None;
+    }
+    result
+}
+
+fn run(mut conn: Connection, mut state: WriterState, mut jobs: mpsc::Receiver<Job>, feed: &ChangeFeed) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut changes = Changes::default();
+        let committed = commit_batch(&mut conn, &mut state, &mut batch, &mut changes);
+        if committed.is_ok() {
+            feed.publish(changes);
+        } else {
+            state.routes = None;
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    state: &mut WriterState,
+    batch: &mut Vec<Job>,
+    changes: &mut Changes,
+) -> Result<(), ()> {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(err) => {
+            let err = StoreError::internal("starting a transaction", err);
+            tracing::error!(error = %err, "the writer could not start a transaction");
+            for job in batch.drain(..) {
+                // A job that never ran still owes its caller an answer.
+                drop(job);
+            }
+            return Err(());
+        }
+    };
+    let replies: Vec<Reply> = {
+        let mut ctx = WriteCtx { tx: &tx, state, changes };
+        batch.drain(..).map(|job| job(&mut ctx)).collect()
+    };
+    let committed = tx.commit().map_err(|err| StoreError::internal("committing", err));
+    if let Err(err) = &committed {
+        tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error");
+    }
+    for reply in replies {
+        reply(committed.as_ref().map(|_| ()));
+    }
+    committed.map_err(|_| ())
+}

@@ -1,0 +1,465 @@
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
+use estate_crm_domain::{EventName, Timestamp};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sees and changes everything.
+    Admin,
+    /// Sees and changes the records they created or that are assigned to them.
+    Agent,
+}
+
+impl Role {
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// Parses the stored and API name.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "admin" => Some(Role::Admin),
+            "agent" => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// A user of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its email, unique.
+    pub email: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Who is acting, which decides what they see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The user's id, recorded as `created_by`.
+    pub user_id: String,
+    /// The user's role.
+    pub role: Role,
+}
+
+impl Actor {
+    /// Whether this actor may see and change a record created by or assigned to these users.
+    pub fn may_see(&self, created_by: &str, assigned_agent_id: Option<&str>) -> bool {
+        self.role == Role::Admin || created_by == self.user_id || assigned_agent_id == Some(self.user_id.as_str())
+    }
+}
+
+/// A user to make.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Its name.
+    pub name: String,
+    /// Its email.
+    pub email: String,
+    /// Its role.
+    pub role: Role,
+    /// The hash of its password, if it has one.
+    pub password_hash: Option<String>,
+}
+
+/// A token as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The token's id.
+    pub id: String,
+    /// Its user.
+    pub user_id: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Which page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// At most this many items (1 to 1000).
+    pub limit: usize,
+    /// Items older than this cursor (from a previous page's `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+/// A page of a list, newest first.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor of the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of the event log.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilterQuery {
+    /// Only this event.
+    pub event: Option<EventName>,
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its id.
+    pub id: String,
+    /// Which event.
+    pub name: EventName,
+    /// When its change committed.
+    pub timestamp: Timestamp,
+    /// The exact body every delivery of it sends.
+    pub body: Bytes,
+}
+
+/// A bulk operation on one record kind.
+#[derive(Debug, Clone)]
+pub enum BulkOp {
+    /// Create these records.
+    Create(Vec<Value>),
+    /// Patch these records; each object carries its `id`.
+    Update(Vec<Value>),
+    /// Delete these records.
+    Delete(Vec<String>),
+}
+
+/// Where an endpoint came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// The endpoints API.
+    Api,
+    /// The simple settings screen (the primary endpoint).
+    Settings,
+}
+
+/// A webhook endpoint as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Its id.
+    pub id: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// Which events it receives.
+    pub events: EventFilter,
+    /// Its signing secret, if any. Never shown by the API.
+    pub secret: Option<String>,
+    /// The secret it had before the last change, still valid for signatures until `previous_secret_until`.
+    pub previous_secret: Option<String>,
+    /// Until when (Unix ms) the previous secret still signs.
+    pub previous_secret_until: Option<i64>,
+    /// Whether it receives deliveries.
+    pub active: bool,
+    /// Why it was made inactive by the server (a 410 Gone), if it was.
+    pub disabled_reason: Option<String>,
+    /// A note for people.
+    pub description: Option<String>,
+    /// Its retry schedule; `None` uses the server's default.
+    pub retry_schedule: Option<RetrySchedule>,
+    /// How many attempts may be in flight at once.
+    pub max_in_flight: MaxInFlight,
+    /// Whether it is the one the simple settings manage.
+    pub is_primary: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Endpoint {
+    /// The secrets that sign an attempt starting at `now_ms`: the current one, then the previous one
+    /// while it is still valid.
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<Vec<u8>> {
+        let mut secrets: Vec<Vec<u8>> = self.secret.iter().map(|s| s.as_bytes().to_vec()).collect();
+        if let (Some(previous), Some(until)) = (&self.previous_secret, self.previous_secret_until)
+            && now_ms < until
+            && !secrets.is_empty()
+        {
+            secrets.push(previous.as_bytes().to_vec());
+        }
+        secrets
+    }
+}
+
+/// A new endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    /// Where deliveries go (already validated).
+    pub url: String,
+    /// Which events it receives.
+    pub events: EventFilter,
+    /// Its signing secret.
+    pub secret: Option<String>,
+    /// Whether it receives deliveries.
+    pub active: bool,
+    /// A note for people.
+    pub description: Option<String>,
+    /// Its retry schedule; `None` uses the server's default.
+    pub retry_schedule: Option<RetrySchedule>,
+    /// How many attempts may be in flight at once.
+    pub max_in_flight: MaxInFlight,
+}
+
+/// Changes to an endpoint: `None` leaves a field as it is; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    /// New URL.
+    pub url: Option<String>,
+    /// New events.
+    pub events: Option<EventFilter>,
+    /// New secret, or `Some(None)` to remove it.
+    pub secret: Option<Option<String>>,
+    /// Active or not.
+    pub active: Option<bool>,
+    /// New description.
+    pub description: Option<Option<String>>,
+    /// New schedule, or `Some(None)` for the server's default.
+    pub retry_schedule: Option<Option<RetrySchedule>>,
+    /// New limit.
+    pub max_in_flight: Option<MaxInFlight>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// A 2xx was received.
+    Succeeded,
+    /// Its last attempt failed; it stays in the log and can be retried by hand.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(name: &str) -> Option<DeliveryStatus> {
+        match name {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::Succeeded => 1,
+            DeliveryStatus::Failed => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: i64) -> DeliveryStatus {
+        match code {
+            0 => DeliveryStatus::Pending,
+            1 => DeliveryStatus::Succeeded,
+            _ => DeliveryStatus::Failed,
+        }
+    }
+}
+
+/// Filters of the delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only this endpoint's.
+    pub endpoint_id: Option<String>,
+    /// Only in this status.
+    pub status: Option<DeliveryStatus>,
+    /// Only of this event.
+    pub event: Option<EventName>,
+}
+
+/// A delivery: one event to one endpoint.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Its id, also the `webhook-id` header.
+    pub id: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's name.
+    pub event: EventName,
+    /// The endpoint (none for a test of unsaved settings).
+    pub endpoint_id: Option<String>,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// When the next attempt is due (pending only), Unix ms.
+    pub next_attempt_at: Option<i64>,
+    /// The last attempt's status code.
+    pub last_status_code: Option<u16>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When it was created, Unix ms.
+    pub created_at: i64,
+    /// When it last changed, Unix ms.
+    pub updated_at: i64,
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// 1 for the first.
+    pub number: u32,
+    /// When it started, Unix ms.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The response's status, if one came.
+    pub status_code: Option<u16>,
+    /// What went wrong, in words.
+    pub error: Option<String>,
+    /// The first 1 KiB of the response body.
+    pub response: Bytes,
+}
+
+/// A delivery with its body and attempts.
+#[derive(Debug, Clone)]
+pub struct DeliveryDetail {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// The exact body sent.
+    pub body: Bytes,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A delivery the dispatcher should attempt.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// Its position in the delivery order.
+    pub seq: i64,
+    /// Its id.
+    pub id: String,
+    /// The event's name.
+    pub event: EventName,
+    /// The exact bytes to send.
+    pub body: Bytes,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// It succeeded.
+    Succeeded,
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    /// No attempt is left; it is failed.
+    Failed,
+    /// The receiver answered 410 Gone: the delivery fails and the endpoint is made inactive.
+    Gone {
+        /// Why, kept on the endpoint.
+        reason: String,
+    },
+}
+
+/// The result of one attempt, to record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The delivery's seq.
+    pub delivery_seq: i64,
+    /// The endpoint it went to.
+    pub endpoint_id: Option<String>,
+    /// The attempt's number (1 for the first).
+    pub attempt: u32,
+    /// When it started, Unix ms.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The response's status, if one came.
+    pub status_code: Option<u16>,
+    /// What went wrong, in words.
+    pub error: Option<String>,
+    /// The first 1 KiB of the response body.
+    pub response: Bytes,
+    /// What happens next.
+    pub next: NextStep,
+}
+
+/// A test delivery, recorded before it is sent so that its id is the `webhook-id`.
+#[derive(Debug, Clone)]
+pub struct TestDelivery {
+    /// Its seq, for recording the outcome.
+    pub seq: i64,
+    /// Its id.
+    pub id: String,
+}
+
+/// What changed since the dispatcher last looked: the store publishes, the dispatcher takes.
+#[derive(Debug, Default)]
+pub struct ChangeFeed {
+    pending: Mutex<Changes>,
+    notify: Notify,
+}
+
+/// A batch of changes, see [`ChangeFeed`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Endpoints that got new deliveries (with higher seqs than any before).
+    pub endpoints: HashSet<String>,
+    /// Endpoints whose older deliveries became due again (retried by hand): look from the start.
+    pub rescan: HashSet<String>,
+    /// Whether endpoint settings changed (the dispatcher reloads them).
+    pub settings_changed: bool,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.rescan.is_empty() && !self.settings_changed
+    }
+}
+
+impl ChangeFeed {
+    /// Adds changes and wakes the taker. The set is bounded by the number of endpoints.
+    pub fn publish(&self, changes: Changes) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.endpoints.extend(changes.endpoints);
+        pending.rescan.extend(changes.rescan);
+        let settings_changed = changes.settings_changed;
+        pending.settings_changed |= settings_changed;
+        let wake = !pending.is_empty();
+        drop(pending);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits for changes and takes them all.
+    pub async fn next(&self) -> Changes {
+        loop {
+            let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+            if !taken.is_empty() {
+                return taken;
+            }
+            // `notify_one` stores a permit when nobody waits, so a publish between the take and
+            // this await is not lost.
+            self.notify.notified().await;
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The dispatcher: turns pending deliveries into attempts.
+//!
+//! One lane per active endpoint. A lane reads its endpoint's due deliveries in order, in batches,
+//! starts each attempt as soon as one of the endpoint's `max_in_flight` permits is free, and hands
+//! the outcome to one recorder that writes outcomes in batched commits. Lanes share nothing but the
+//! HTTP client and the recorder, so a slow or dead endpoint holds up only its own lane.
+//!
+//! A lane wakes when the store reports new deliveries for its endpoint (right after the commit that
+//! made them: no polling delay), when a retry it scheduled comes due, or when deliveries were retried
+//! by hand. No database transaction is open while a request is in flight: reads are single
+//! statements and outcomes go through the store's writer afterwards.
+//!
+//! A delivery stays `pending` in the database until its outcome is committed, so a crash at any point
+//! leaves it to be attempted again after the next start (at least once). Within one process a delivery
+//! being attempted is remembered as claimed until its outcome is committed, so it is not started twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use estate_crm_domain::webhook::RetrySchedule;
+use estate_crm_store::{DueDelivery, Endpoint, NextStep, Outcome, PageRequest, Store};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::DeliveryMetrics;
+use crate::retry::next_step;
+use crate::{AttemptOutcome, Message, Sender, TargetUrl};
+
+/// How many due deliveries a lane reads at once.
+const CLAIM_BATCH: usize = 256;
+/// How many outcomes may wait for the recorder; attempts wait when it is full.
+const OUTCOME_QUEUE: usize = 8192;
+/// How many outcomes one commit records at most.
+const RECORD_BATCH: usize = 2048;
+/// How long to wait before reading again after the database failed.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// How the dispatcher behaves.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// The schedule of endpoints that have none of their own.
+    pub default_schedule: RetrySchedule,
+    /// How long attempts in flight may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// The dispatcher. [`Dispatcher::run`] runs it until the token is cancelled.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sender: Sender,
+    config: DispatcherConfig,
+    metrics: DeliveryMetrics,
+}
+
+impl Dispatcher {
+    /// Makes a dispatcher over this store, sending with this sender.
+    pub fn new(store: Arc<dyn Store>, sender: Sender, config: DispatcherConfig, metrics: DeliveryMetrics) -> Self {
+        Dispatcher { store, sender, config, metrics }
+    }
+
+    /// Delivers until `shutdown` is cancelled, then gives attempts in flight the grace period.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (outcomes, outcome_queue) = mpsc::channel(OUTCOME_QUEUE);
+        let recorder = tokio::spawn(record_outcomes(self.store.clone(), outcome_queue));
+        let shared = Arc::new(Shared {
+            store: self.store.clone(),
+            sender: self.sender.clone(),
+            metrics: self.metrics.clone(),
+            outcomes,
+            grace: self.config.shutdown_grace,
+        });
+        let mut lanes: HashMap<String, Lane> = HashMap::new();
+        self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+        loop {
+            let changes = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changes = self.store.changes().next() => changes,
+            };
+            if changes.settings_changed {
+                self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+            }
+            for id in &changes.rescan {
+                if let Some(lane) = lanes.get(id) {
+                    lane.signal.rescan.store(true, Ordering::Relaxed);
+                    lane.signal.wake.notify_one();
+                }
+            }
+            for id in &changes.endpoints {
+                if let Some(lane) = lanes.get(id) {
+                    lane.signal.wake.notify_one();
+                }
+            }
+        }
+        drop(shared);
+        for (_, lane) in lanes {
+            let _ = lane.task.await;
+        }
+        let _ = recorder.await;
+    }
+
+    /// Starts a lane for each active endpoint without one, stops those of endpoints gone or inactive,
+    /// and gives running lanes their endpoint's new settings.
+    async fn sync_lanes(&self, shared: &Arc<Shared>, lanes: &mut HashMap<String, Lane>, shutdown: &CancellationToken) {
+        let endpoints = match self.active_endpoints().await {
+            Ok(endpoints) => endpoints,
+            Err(err) => {
+                tracing::error!(error = %err, "could not read the webhook endpoints; keeping the lanes as they are");
+                return;
+            }
+        };
+        let active: HashSet<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+        lanes.retain(|id, lane| {
+            let keep = active.contains(id);
+            if !keep {
+                lane.stop.cancel();
+            }
+            keep
+        });
+        for endpoint in endpoints {
+            let settings = Arc::new(LaneSettings::new(endpoint, &self.config.default_schedule));
+            match lanes.get(&settings.endpoint.id) {
+                Some(lane) => {
+                    lane.settings.send_replace(settings);
+                    lane.signal.wake.notify_one();
+                }
+                None => {
+                    let id = settings.endpoint.id.clone();
+                    lanes.insert(id, Lane::start(shared.clone(), settings, shutdown.child_token()));
+                }
+            }
+        }
+    }
+
+    async fn active_endpoints(&self) -> Result<Vec<Endpoint>, estate_crm_store::StoreError> {
+        let mut endpoints = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.store.list_endpoints(PageRequest { limit: 1000, cursor }).await?;
+            endpoints.extend(page.items.into_iter().filter(|e| e.active));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(endpoints),
+            }
+        }
+    }
+}
+
+/// What every lane shares.
+struct Shared {
+    store: Arc<dyn Store>,
+    sender: Sender,
+    metrics: DeliveryMetrics,
+    outcomes: mpsc::Sender<Recorded>,
+    grace: Duration,
+}
+
+/// An endpoint's settings as a lane uses them, resolved once per change.
+struct LaneSettings {
+    endpoint: Endpoint,
+    url: Result<TargetUrl, String>,
+    schedule: RetrySchedule,
+}
+
+impl LaneSettings {
+    fn new(endpoint: Endpoint, default_schedule: &RetrySchedule) -> LaneSettings {
+        let url = TargetUrl::parse(&endpoint.url).map_err(|e| format!("the endpoint's URL is not valid: {e}"));
+        let schedule = endpoint.retry_schedule.clone().unwrap_or_else(|| default_schedule.clone());
+        LaneSettings { endpoint, url, schedule }
+    }
+}
+
+/// How the rest of the dispatcher reaches a lane.
+struct Lane {
+    settings: watch::Sender<Arc<LaneSettings>>,
+    signal: Arc<Signal>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Wake-ups of a lane and what it must know when it wakes.
+#[derive(Default)]
+struct Signal {
+    wake: Notify,
+    /// Older deliveries became due: read from the start again.
+    rescan: AtomicBool,
+    /// The earliest retry this lane scheduled that it has not looked for yet (Unix ms).
+    retry_at: Mutex<Option<i64>>,
+    /// Deliveries being attempted or whose outcome is not committed yet.
+    claimed: Mutex<HashSet<i64>>,
+}
+
+impl Signal {
+    /// Called once an outcome is committed: the delivery may be read again, and a scheduled retry
+    /// sets the lane's timer.
+    fn release(&self, seq: i64, next: &NextStep) {
+        self.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&seq);
+        if let NextStep::RetryAt(at) = next {
+            let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+            *retry_at = Some(retry_at.map_or(*at, |current| current.min(*at)));
+            drop(retry_at);
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Lane {
+    fn start(shared: Arc<Shared>, settings: Arc<LaneSettings>, stop: CancellationToken) -> Lane {
+        let (settings_tx, settings_rx) = watch::channel(settings);
+        let signal = Arc::new(Signal::default());
+        let worker = LaneWorker { shared, settings: settings_rx, signal: signal.clone(), stop: stop.clone() };
+        Lane { settings: settings_tx, signal, stop, task: tokio::spawn(worker.run()) }
+    }
+}
+
+struct LaneWorker {
+    shared: Arc<Shared>,
+    settings: watch::Receiver<Arc<LaneSettings>>,
+    signal: Arc<Signal>,
+    stop: CancellationToken,
+}
+
+impl LaneWorker {
+    async fn run(mut self) {
+        let endpoint_id = self.settings.borrow().endpoint.id.clone();
+        let mut permits = Permits::new(self.settings.borrow().endpoint.max_in_flight.get());
+        let mut in_flight = JoinSet::new();
+        // Start from the beginning: after a start, whatever was pending or in flight is due again.
+        let mut cursor = 0;
+        let mut rescanning = true;
+        let mut timer: Option<i64> = None;
+        'lane: while !self.stop.is_cancelled() {
+            permits.resize(self.settings.borrow().endpoint.max_in_flight.get());
+            if self.signal.rescan.swap(false, Ordering::Relaxed) {
+                cursor = 0;
+                rescanning = true;
+            }
+            let now = now_ms();
+            let due = match self.shared.store.due_deliveries(&endpoint_id, cursor, now, CLAIM_BATCH).await {
+                Ok(due) => due,
+                Err(err) => {
+                    tracing::error!(endpoint = %endpoint_id, error = %err, "could not read due deliveries");
+                    self.pause(ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let caught_up = due.len() < CLAIM_BATCH;
+            for delivery in due {
+                cursor = delivery.seq;
+                if !self.claim(delivery.seq) {
+                    continue;
+                }
+                let permit = tokio::select! {
+                    permit = permits.acquire() => permit,
+                    _ = self.stop.cancelled() => {
+                        self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.seq);
+                        break 'lane;
+                    }
+                };
+                // The attempt uses the endpoint's URL and secret as they are when it starts.
+                let settings = self.settings.borrow().clone();
+                in_flight.spawn(attempt(self.shared.clone(), self.signal.clone(), settings, delivery, permit));
+                while in_flight.try_join_next().is_some() {}
+            }
+            if !caught_up {
+                continue;
+            }
+            if rescanning {
+                rescanning = false;
+                timer = match self.shared.store.next_due_after(&endpoint_id, now).await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        tracing::error!(endpoint = %endpoint_id, error = %err, "could not read the next retry time");
+                        Some(now + ERROR_PAUSE.as_millis() as i64)
+                    }
+                };
+            }
+            if let Some(at) = self.signal.retry_at.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                timer = Some(timer.map_or(at, |t| t.min(at)));
+            }
+            let sleep = timer.map(|at| Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)));
+            tokio::select! {
+                _ = self.signal.wake.notified() => {}
+                _ = self.stop.cancelled() => break,
+                _ = self.settings.changed() => {}
+                _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
+                    timer = None;
+                    cursor = 0;
+                    rescanning = true;
+                }
+            }
+            while in_flight.try_join_next().is_some() {}
+        }
+        self.finish(in_flight).await;
+    }
+
+    /// Marks a delivery as being attempted; false if it already is.
+    fn claim(&self, seq: i64) -> bool {
+        self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).insert(seq)
+    }
+
+    async fn pause(&self, how_long: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(how_long) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Gives attempts in flight the grace period; what does not finish stays pending in the
+    /// database and is attempted again after the next start.
+    async fn finish(self, mut in_flight: JoinSet<()>) {
+        let drained = tokio::time::timeout(self.shared.grace, async { while in_flight.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            tracing::warn!(
+                unfinished = in_flight.len(),
+                "attempts still in flight at shutdown were stopped; they will be attempted again after the next start"
+            );
+            in_flight.abort_all();
+        }
+    }
+}
+
+/// The endpoint's `max_in_flight` as a semaphore whose size follows the setting.
+struct Permits {
+    semaphore: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Permits {
+    fn new(size: usize) -> Permits {
+        Permits { semaphore: Arc::new(Semaphore::new(size)), size }
+    }
+
+    fn resize(&mut self, size: usize) {
+        if size > self.size {
+            self.semaphore.add_permits(size - self.size);
+        } else if size < self.size {
+            // Permits in use are forgotten as they come back, so the limit shrinks without
+            // interrupting attempts.
+            let semaphore = self.semaphore.clone();
+            let excess = u32::try_from(self.size - size).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(permits) = semaphore.acquire_many(excess).await {
+                    permits.forget();
+                }
+            });
+        }
+        self.size = size;
+    }
+
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        self.semaphore.clone().acquire_owned().await.expect("the lane never closes its semaphore")
+    }
+}
+
+/// An outcome on its way to the database, and the lane to tell once it is there.
+struct Recorded {
+    outcome: Outcome,
+    signal: Arc<Signal>,
+}
+
+async fn attempt(
+    shared: Arc<Shared>,
+    signal: Arc<Signal>,
+    settings: Arc<LaneSettings>,
+    delivery: DueDelivery,
+    permit: OwnedSemaphorePermit,
+) {
+    let number = delivery.attempts.saturating_add(1);
+    let started = now_ms();
+    let result = match &settings.url {
+        Ok(url) => {
+            let secrets = settings.endpoint.signing_secrets(started);
+            let message = Message {
+                delivery_id: &delivery.id,
+                event_name: delivery.event.as_str(),
+                body: delivery.body.clone(),
+                secrets: &secrets,
+            };
+            shared.sender.send(url, &message).await
+        }
+        Err(problem) => AttemptOutcome {
+            status: None,
+            error: Some(problem.clone()),
+            response_head: bytes::Bytes::new(),
+            retry_after: None,
+            duration: Duration::ZERO,
+            started_at_unix_ms: started,
+        },
+    };
+    drop(permit);
+    let next = next_step(&result, number, &settings.schedule, now_ms());
+    shared.metrics.observe(outcome_label(&next), result.duration.as_secs_f64());
+    let outcome = Outcome {
+        delivery_seq: delivery.seq,
+        endpoint_id: Some(settings.endpoint.id.clone()),
+        attempt: number,
+        started_at: result.started_at_unix_ms,
+        duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        status_code: result.status,
+        error: result.error,
+        response: result.response_head,
+        next,
+    };
+    if shared.outcomes.send(Recorded { outcome, signal }).await.is_err() {
+        tracing::warn!("the outcome recorder has stopped; this delivery will be attempted again after a restart");
+    }
+}
+
+fn outcome_label(next: &NextStep) -> &'static str {
+    match next {
+        NextStep::Succeeded => "succeeded",
+        NextStep::RetryAt(_) => "retrying",
+        NextStep::Failed => "failed",
+        NextStep::Gone { .. } => "gone",
+    }
+}
+
+/// Writes outcomes in batches: whatever has arrived while the previous commit ran goes in the next.
+async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Recorded>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
+        let mut tries = 0;
+        while let Err(err) = store.record_outcomes(outcomes.clone()).await {
+            tries += 1;
+            if tries == 3 {
+                // The deliveries stay pending in the database; they are attempted again after a
+                // restart. Releasing them here would send them again at once, in a loop.
+                tracing::error!(error = %err, count = outcomes.len(), "could not record attempt outcomes");
+                batch.clear();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+        }
+        for recorded in batch.drain(..) {
+            recorded.signal.release(recorded.outcome.delivery_seq, &recorded.outcome.next);
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
