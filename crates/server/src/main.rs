@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+// The API and the dispatcher allocate many small, short-lived JSON values and buffers across
+// threads; mimalloc measured about twice as fast as the system allocator on the bulk path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use estate_crm::config::{Cli, Command};
 

@@ -9,11 +9,12 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use estate_crm_domain::{Record, RecordKind};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
 use crate::*;
@@ -42,6 +43,7 @@ struct Inner {
     readers: Readers,
     tag: String,
     feed: Arc<ChangeFeed>,
+    preparer: records::Preparer,
     /// Held for the store's life: one server per data directory.
     _lock: File,
 }
@@ -56,10 +58,24 @@ impl SqliteStore {
         migrations::migrate(&mut conn)?;
         let tag = database_tag(&conn)?;
         let feed = Arc::new(ChangeFeed::default());
-        let state = WriterState { tag: tag.clone(), site_url: config.site_url.clone(), routes: None };
+        let last_seq: i64 = conn
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'records'", [], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let preparer = records::Preparer {
+            tag: tag.clone(),
+            site_url: config.site_url.clone(),
+            last_seq: Arc::new(AtomicI64::new(last_seq)),
+        };
+        let state = WriterState {
+            tag: tag.clone(),
+            site_url: config.site_url.clone(),
+            preparer: preparer.clone(),
+            routes: None,
+        };
         let writer = Writer::start(conn, state, feed.clone());
         let readers = Readers { path, idle: Mutex::new(Vec::new()) };
-        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, _lock: lock }) })
+        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, preparer, _lock: lock }) })
     }
 
     /// The database file's path.
@@ -157,7 +173,11 @@ impl Readers {
 impl Store for SqliteStore {
     async fn create_record(&self, actor: &Actor, kind: RecordKind, input: Value) -> Result<Record, StoreError> {
         let actor = actor.clone();
-        self.inner.writer.run(move |ctx| records::create(ctx, &actor, kind, &input)).await
+        if kind == RecordKind::Enquiry {
+            return self.inner.writer.run(move |ctx| records::create(ctx, &actor, kind, &input)).await;
+        }
+        let prepared = self.inner.preparer.prepare(&actor, kind, &input).map_err(StoreError::invalid)?;
+        self.inner.writer.run(move |ctx| records::insert_prepared(ctx, &actor, prepared)).await
     }
 
     async fn update_record(
@@ -178,7 +198,18 @@ impl Store for SqliteStore {
 
     async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError> {
         let actor = actor.clone();
-        self.inner.writer.run(move |ctx| records::bulk(ctx, &actor, kind, op)).await
+        match op {
+            BulkOp::Create(rows) if kind != RecordKind::Enquiry => {
+                // Validating and encoding thousands of rows is CPU work: keep it off the async workers.
+                let preparer = self.inner.preparer.clone();
+                let rows_actor = actor.clone();
+                let prepared = tokio::task::spawn_blocking(move || preparer.prepare_rows(&rows_actor, kind, &rows))
+                    .await
+                    .map_err(|err| StoreError::internal("preparing rows", err))??;
+                self.inner.writer.run(move |ctx| records::insert_prepared_rows(ctx, &actor, prepared)).await
+            }
+            op => self.inner.writer.run(move |ctx| records::bulk(ctx, &actor, kind, op)).await,
+        }
     }
 
     async fn get_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<Record, StoreError> {

@@ -183,15 +183,110 @@ fn create_one(
     input: &Value,
     now: Timestamp,
 ) -> Result<(Record, Vec<PendingEvent>), Failure> {
-    let mut record = change::create(kind, input, String::new(), &actor.user_id, now).map_err(Failure::Invalid)?;
+    let seq = ctx.state.preparer.next_seq();
+    let id = ids::format(kind.id_prefix(), &ctx.state.tag, seq);
+    let mut record = change::create(kind, input, id, &actor.user_id, now).map_err(Failure::Invalid)?;
     check_references(ctx, actor, &record)?;
     let mut events = Vec::new();
     if kind == RecordKind::Enquiry {
         events.extend(link_enquiry_contact(ctx, actor, &mut record, now)?);
     }
-    insert_record(ctx, &mut record)?;
+    insert_record(ctx, seq, &record, &fields_json(&record.fields))?;
     events.extend(change::events_on_create(&record));
     Ok((record, events))
+}
+
+/// A new record validated, numbered and encoded before it reaches the writer, so that the one
+/// writer thread spends its time on inserts alone. (Enquiries are made in the writer: they depend on
+/// which contact has their email.)
+pub(crate) struct PreparedRecord {
+    seq: i64,
+    record: Record,
+    fields_json: String,
+    events: Vec<(EventName, Vec<u8>)>,
+    now: Timestamp,
+}
+
+/// Numbers and encodes new records outside the writer.
+#[derive(Clone)]
+pub(crate) struct Preparer {
+    pub tag: String,
+    pub site_url: String,
+    /// The last record seq handed out. Seeded from the database at open; only ever grows, so a seq
+    /// (and so an id) is never reused, not even one of a record that was deleted.
+    pub last_seq: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Preparer {
+    pub fn next_seq(&self) -> i64 {
+        self.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    pub fn prepare(&self, actor: &Actor, kind: RecordKind, input: &Value) -> Result<PreparedRecord, FieldErrors> {
+        let now = commit_time();
+        let seq = self.next_seq();
+        let record = change::create(kind, input, ids::format(kind.id_prefix(), &self.tag, seq), &actor.user_id, now)?;
+        let events = change::events_on_create(&record)
+            .into_iter()
+            .map(|e| (e.name, payload::encode(e.name, now, &e.data, &self.site_url)))
+            .collect();
+        Ok(PreparedRecord { seq, fields_json: fields_json(&record.fields), record, events, now })
+    }
+
+    /// Prepares bulk rows; errors are named after the row (`create[3].email`).
+    pub fn prepare_rows(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        rows: &[Value],
+    ) -> Result<Vec<PreparedRecord>, StoreError> {
+        let mut errors = FieldErrors::new();
+        let mut prepared = Vec::with_capacity(rows.len());
+        for (index, row) in rows.iter().enumerate() {
+            match self.prepare(actor, kind, row) {
+                Ok(record) => prepared.push(record),
+                Err(row_errors) => errors.absorb(&format!("create[{index}]"), row_errors),
+            }
+        }
+        errors.into_result(prepared).map_err(StoreError::invalid)
+    }
+}
+
+/// Writes a prepared record and its events.
+pub(super) fn insert_prepared(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    prepared: PreparedRecord,
+) -> Result<Record, StoreError> {
+    insert_one_prepared(ctx, actor, prepared).map_err(Failure::into_store_error)
+}
+
+fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: PreparedRecord) -> Result<Record, Failure> {
+    check_references(ctx, actor, &prepared.record)?;
+    insert_record(ctx, prepared.seq, &prepared.record, &prepared.fields_json)?;
+    for (name, body) in &prepared.events {
+        let event_seq = insert_event(ctx, *name, prepared.now.timestamp(), body)?;
+        fan_out(ctx, *name, event_seq, prepared.now.timestamp_millis())?;
+    }
+    Ok(prepared.record)
+}
+
+/// Writes prepared bulk rows, all or nothing; a conflict or a missing reference names its row.
+pub(super) fn insert_prepared_rows(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    rows: Vec<PreparedRecord>,
+) -> Result<Vec<String>, StoreError> {
+    let mut failures = RowFailures::default();
+    let mut ids = Vec::with_capacity(rows.len());
+    for (index, row) in rows.into_iter().enumerate() {
+        match insert_one_prepared(ctx, actor, row) {
+            Ok(record) => ids.push(record.id),
+            Err(failure) => failures.add(&format!("create[{index}]"), failure),
+        }
+    }
+    failures.into_result()?;
+    Ok(ids)
 }
 
 /// Links an enquiry to the contact with its email, creating that contact when there is none
@@ -262,25 +357,24 @@ fn delete_one(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str)
     Ok(change::events_on_delete(&old))
 }
 
-fn insert_record(ctx: &mut WriteCtx<'_>, record: &mut Record) -> Result<(), Failure> {
+fn insert_record(ctx: &mut WriteCtx<'_>, seq: i64, record: &Record, fields_json: &str) -> Result<(), Failure> {
     let inserted = ctx
         .tx
         .prepare_cached(
-            "INSERT INTO records (kind, created_by, assigned_agent_id, email_key, created_at, updated_at, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO records (seq, kind, created_by, assigned_agent_id, email_key, created_at, updated_at, fields)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
+            seq,
             record.kind.name(),
             record.created_by,
             record.assigned_agent_id(),
             record.email_key(),
             record.created_at.timestamp(),
             record.updated_at.timestamp(),
-            fields_json(&record.fields),
+            fields_json,
         ]);
-    map_unique_violation(inserted)?;
-    record.id = ids::format(record.kind.id_prefix(), &ctx.state.tag, ctx.tx.last_insert_rowid());
-    Ok(())
+    map_unique_violation(inserted)
 }
 
 /// The only unique constraint a client can hit is a contact's email.

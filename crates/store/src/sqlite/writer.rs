@@ -41,6 +41,7 @@ pub(crate) struct Route {
 pub(crate) struct WriterState {
     pub tag: String,
     pub site_url: String,
+    pub preparer: super::records::Preparer,
     /// The active endpoints, for fan-out; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
 }
