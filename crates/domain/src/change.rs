@@ -112,6 +112,12 @@ pub fn references(record: &Record) -> Vec<(&'static str, RecordKind, &str)> {
         .collect()
 }
 
+/// The references a change sets anew: a reference left as it was is not checked again, so a lead
+/// whose contact was deleted can still be edited.
+pub fn changed_references<'a>(old: &Record, new: &'a Record) -> Vec<(&'static str, RecordKind, &'a str)> {
+    references(new).into_iter().filter(|(field, _, id)| old.get_str(field) != Some(*id)).collect()
+}
+
 /// Links an enquiry to its contact (a read-only field that clients cannot set).
 pub fn link_enquiry(enquiry: &mut Record, contact_id: &str) {
     enquiry.fields.insert("contact_id".into(), Value::String(contact_id.to_owned()));

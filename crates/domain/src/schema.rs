@@ -233,6 +233,10 @@ impl From<&str> for CheckError {
 
 fn check_value(ty: FieldType, value: &Value) -> Result<Value, CheckError> {
     match ty {
+        // A blank string is no value: `{"first_name": " "}` names no one, and clears on PATCH.
+        FieldType::Text(_) | FieldType::ExternalId | FieldType::Ref(_) | FieldType::Email if is_blank(value) => {
+            Ok(Value::Null)
+        }
         FieldType::Text(max) => check_text(value, max).map(Value::String),
         FieldType::ExternalId => check_text(value, 200).map(Value::String),
         FieldType::Ref(_) => check_text(value, 100).map(Value::String),
@@ -247,6 +251,10 @@ fn check_value(ty: FieldType, value: &Value) -> Result<Value, CheckError> {
         FieldType::Preferences => check_preferences(value),
         FieldType::Timestamp => Err("is read-only".into()),
     }
+}
+
+fn is_blank(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| s.trim().is_empty())
 }
 
 fn check_text(value: &Value, max_chars: usize) -> Result<String, CheckError> {
@@ -314,19 +322,23 @@ fn check_integer(value: &Value, min: i64, max: i64) -> Result<Value, CheckError>
     Ok(Value::from(number))
 }
 
+/// Exactly `YYYY-MM-DD`, and a day that exists (chrono alone also takes `2026-6-3`).
+fn is_date(text: &str) -> bool {
+    let shape = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    shape && chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+}
+
 fn check_date(value: &Value) -> Result<String, CheckError> {
     let text = check_text(value, 10).map_err(|_| CheckError::from("must be a date written YYYY-MM-DD"))?;
-    chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-        .map(|_| text)
-        .map_err(|_| "must be a date written YYYY-MM-DD".into())
+    if is_date(&text) { Ok(text) } else { Err("must be a date written YYYY-MM-DD".into()) }
 }
 
 fn check_date_or_datetime(value: &Value) -> Result<String, CheckError> {
     const MESSAGE: &str = "must be a date (YYYY-MM-DD) or a date and time (RFC 3339)";
     let text = check_text(value, 40).map_err(|_| CheckError::from(MESSAGE))?;
-    let is_date = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").is_ok();
-    let is_datetime = chrono::DateTime::parse_from_rfc3339(&text).is_ok();
-    if is_date || is_datetime { Ok(text) } else { Err(MESSAGE.into()) }
+    let is_datetime = text.get(..10).is_some_and(is_date) && chrono::DateTime::parse_from_rfc3339(&text).is_ok();
+    if is_date(&text) || is_datetime { Ok(text) } else { Err(MESSAGE.into()) }
 }
 
 fn check_string_list(value: &Value) -> Result<Value, CheckError> {

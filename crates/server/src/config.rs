@@ -13,7 +13,7 @@ use estate_crm_domain::webhook::{RetrySchedule, parse_delay};
 
 /// estate-crm: a self-hosted real-estate CRM whose outgoing webhooks are its core.
 #[derive(Debug, Parser)]
-#[command(name = "estate-crm", version, about)]
+#[command(name = "estate-crm", version, about, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

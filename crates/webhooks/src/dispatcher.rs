@@ -190,6 +190,9 @@ struct Signal {
     retry_at: Mutex<Option<i64>>,
     /// Deliveries being attempted or whose outcome is not committed yet.
     claimed: Mutex<HashSet<i64>>,
+    /// The receiver answered 410 Gone: start nothing more; the lane is stopped once the endpoint's
+    /// new state (inactive) is committed.
+    gone: AtomicBool,
 }
 
 impl Signal {
@@ -259,10 +262,21 @@ impl LaneWorker {
                         break 'lane;
                     }
                 };
+                if self.signal.gone.load(Ordering::Acquire) {
+                    drop(permit);
+                    self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.seq);
+                    break;
+                }
                 // The attempt uses the endpoint's URL and secret as they are when it starts.
                 let settings = self.settings.borrow().clone();
                 in_flight.spawn(attempt(self.shared.clone(), self.signal.clone(), settings, delivery, permit));
                 while in_flight.try_join_next().is_some() {}
+            }
+            if self.signal.gone.load(Ordering::Acquire) {
+                // Sync stops this lane when the endpoint's inactive state is committed; a lane for the
+                // endpoint starts afresh if it is made active again.
+                self.stop.cancelled().await;
+                break;
             }
             if !caught_up {
                 continue;
@@ -390,8 +404,12 @@ async fn attempt(
             started_at_unix_ms: started,
         },
     };
-    drop(permit);
     let next = next_step(&result, number, &settings.schedule, now_ms());
+    if matches!(next, NextStep::Gone { .. }) {
+        // Before the permit is given back, so no attempt queued behind this one starts.
+        signal.gone.store(true, Ordering::Release);
+    }
+    drop(permit);
     shared.metrics.observe(outcome_label(&next), result.duration.as_secs_f64());
     let outcome = Outcome {
         delivery_seq: delivery.seq,

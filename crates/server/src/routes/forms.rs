@@ -37,7 +37,7 @@ async fn submit(
         return Err(ApiError::rate_limited());
     }
     let fields = read_form(request, &state).await?;
-    if fields.get("website").and_then(Value::as_str).is_some_and(|v| !v.trim().is_empty()) {
+    if fields.get("website").is_some_and(is_filled) {
         // A bot filled the hidden field: answer as if accepted, keep nothing.
         return Ok(accepted(&state, &fields));
     }
@@ -49,6 +49,15 @@ async fn submit(
     let actor = Actor { user_id: FORM_USER.to_owned(), role: Role::Admin };
     state.store.create_record(&actor, RecordKind::Enquiry, Value::Object(enquiry)).await?;
     Ok(accepted(&state, &fields))
+}
+
+/// Whether the honeypot holds anything: only a missing, null or blank value is empty.
+fn is_filled(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::String(s) => !s.trim().is_empty(),
+        _ => true,
+    }
 }
 
 async fn read_form(request: Request, state: &AppState) -> ApiResult<Map<String, Value>> {

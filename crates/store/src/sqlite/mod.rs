@@ -205,7 +205,7 @@ impl Store for SqliteStore {
                 let rows_actor = actor.clone();
                 let prepared = tokio::task::spawn_blocking(move || preparer.prepare_rows(&rows_actor, kind, &rows))
                     .await
-                    .map_err(|err| StoreError::internal("preparing rows", err))??;
+                    .map_err(|err| StoreError::internal("preparing rows", err))?;
                 self.inner.writer.run(move |ctx| records::insert_prepared_rows(ctx, &actor, prepared)).await
             }
             op => self.inner.writer.run(move |ctx| records::bulk(ctx, &actor, kind, op)).await,

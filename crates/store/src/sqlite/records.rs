@@ -186,7 +186,7 @@ fn create_one(
     let seq = ctx.state.preparer.next_seq();
     let id = ids::format(kind.id_prefix(), &ctx.state.tag, seq);
     let mut record = change::create(kind, input, id, &actor.user_id, now).map_err(Failure::Invalid)?;
-    check_references(ctx, actor, &record)?;
+    check_references(ctx, actor, change::references(&record))?;
     let mut events = Vec::new();
     if kind == RecordKind::Enquiry {
         events.extend(link_enquiry_contact(ctx, actor, &mut record, now)?);
@@ -233,23 +233,26 @@ impl Preparer {
         Ok(PreparedRecord { seq, fields_json: fields_json(&record.fields), record, events, now })
     }
 
-    /// Prepares bulk rows; errors are named after the row (`create[3].email`).
-    pub fn prepare_rows(
-        &self,
-        actor: &Actor,
-        kind: RecordKind,
-        rows: &[Value],
-    ) -> Result<Vec<PreparedRecord>, StoreError> {
-        let mut errors = FieldErrors::new();
+    /// Prepares bulk rows. Invalid rows are named after their index (`create[3].email`) and travel
+    /// with the valid ones, so that the writer can add the rows whose references are missing and the
+    /// answer names every bad row at once.
+    pub fn prepare_rows(&self, actor: &Actor, kind: RecordKind, rows: &[Value]) -> PreparedRows {
+        let mut invalid = FieldErrors::new();
         let mut prepared = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
             match self.prepare(actor, kind, row) {
-                Ok(record) => prepared.push(record),
-                Err(row_errors) => errors.absorb(&format!("create[{index}]"), row_errors),
+                Ok(record) => prepared.push((index, record)),
+                Err(row_errors) => invalid.absorb(&format!("create[{index}]"), row_errors),
             }
         }
-        errors.into_result(prepared).map_err(StoreError::invalid)
+        PreparedRows { rows: prepared, invalid }
     }
+}
+
+/// Bulk rows after preparation: the valid ones with their index, and the errors of the others.
+pub(crate) struct PreparedRows {
+    rows: Vec<(usize, PreparedRecord)>,
+    invalid: FieldErrors,
 }
 
 /// Writes a prepared record and its events.
@@ -262,7 +265,7 @@ pub(super) fn insert_prepared(
 }
 
 fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: PreparedRecord) -> Result<Record, Failure> {
-    check_references(ctx, actor, &prepared.record)?;
+    check_references(ctx, actor, change::references(&prepared.record))?;
     insert_record(ctx, prepared.seq, &prepared.record, &prepared.fields_json)?;
     for (name, body) in &prepared.events {
         let event_seq = insert_event(ctx, *name, prepared.now.timestamp(), body)?;
@@ -275,11 +278,18 @@ fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: Prepared
 pub(super) fn insert_prepared_rows(
     ctx: &mut WriteCtx<'_>,
     actor: &Actor,
-    rows: Vec<PreparedRecord>,
+    prepared: PreparedRows,
 ) -> Result<Vec<String>, StoreError> {
-    let mut failures = RowFailures::default();
-    let mut ids = Vec::with_capacity(rows.len());
-    for (index, row) in rows.into_iter().enumerate() {
+    let mut failures = RowFailures { invalid: prepared.invalid, ..RowFailures::default() };
+    let mut ids = Vec::with_capacity(prepared.rows.len());
+    for (index, row) in prepared.rows {
+        if !failures.invalid.is_empty() {
+            // The job fails anyway: only look for more bad rows.
+            if let Err(failure) = check_references(ctx, actor, change::references(&row.record)) {
+                failures.add(&format!("create[{index}]"), failure);
+            }
+            continue;
+        }
         match insert_one_prepared(ctx, actor, row) {
             Ok(record) => ids.push(record.id),
             Err(failure) => failures.add(&format!("create[{index}]"), failure),
@@ -333,7 +343,7 @@ fn update_one(
     let Some(new) = change::patch(&old, patch, now).map_err(Failure::Invalid)? else {
         return Ok((old, vec![]));
     };
-    check_references(ctx, actor, &new)?;
+    check_references(ctx, actor, change::changed_references(&old, &new))?;
     let updated = ctx
         .tx
         .prepare_cached(
@@ -388,9 +398,13 @@ fn map_unique_violation(result: rusqlite::Result<usize>) -> Result<(), Failure> 
     }
 }
 
-fn check_references(ctx: &WriteCtx<'_>, actor: &Actor, record: &Record) -> Result<(), Failure> {
+fn check_references(
+    ctx: &WriteCtx<'_>,
+    actor: &Actor,
+    references: Vec<(&'static str, RecordKind, &str)>,
+) -> Result<(), Failure> {
     let mut errors = FieldErrors::new();
-    for (field, kind, id) in change::references(record) {
+    for (field, kind, id) in references {
         if find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.is_none() {
             errors.add(field, format!("no {kind} has the id {id:?}"));
         }
