@@ -504,10 +504,13 @@ pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, Store
     )?;
     ctx.tx.execute("DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM purge_batch)", [])?;
     let deliveries = ctx.tx.execute("DELETE FROM deliveries WHERE seq IN (SELECT seq FROM purge_batch)", [])?;
+    // Deliveries are made in event order, so the oldest delivery left names the oldest event still
+    // referred to; every older event is unreferenced. (Cheaper than an index on `event_seq`.)
     let events = ctx.tx.execute(
         "DELETE FROM events WHERE seq IN (
-            SELECT e.seq FROM events e WHERE e.created_at < ?1
-              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT ?2)",
+            SELECT seq FROM events WHERE created_at < ?1
+              AND seq < COALESCE((SELECT event_seq FROM deliveries ORDER BY seq LIMIT 1), 9223372036854775807)
+            ORDER BY seq LIMIT ?2)",
         params![before_ms / 1000, CHUNK],
     )?;
     Ok((deliveries + events) as u64)

@@ -1,0 +1,83 @@
+//! `estate-crm-bench`: how close estate-crm's webhook delivery comes to what this machine's
+//! network stack allows, measured in one run.
+//!
+//! Absolute rates drift from run to run on shared machines, so the headline is a ratio taken
+//! within one run against one receiver: the real server's end-to-end deliveries per second
+//! over what a bare hyper client gets from the same receiver. Around it the run measures the
+//! API's create rates, delivery latency, isolation from a dead endpoint, draining a large
+//! backlog, and the server's memory. `docs/PERFORMANCE.md` says how each figure is taken.
+//!
+//! Central pieces: [`receiver::Receiver`] (the fast receiver every figure meets),
+//! [`server::Server`] (the real `estate-crm` process, fresh data each time) and one module per
+//! part under [`parts`]. Every wait has a deadline from [`plan::Plan`]: a part that cannot
+//! finish reports what was missing instead of hanging, and the run goes on.
+
+mod api;
+mod parts;
+mod payload;
+mod plan;
+mod receiver;
+mod report;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::plan::Plan;
+
+/// Measures estate-crm's webhook throughput against the machine's own HTTP limit.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Small counts and 1 s windows: proves every part works, in under a minute. Its figures
+    /// are not for judging targets.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as a JSON object to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The estate-crm binary to measure. By default the bench builds `estate-crm` with its own
+    /// profile and uses the one beside its own executable.
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("estate-crm-bench: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit status 0 when every part ran, whether or not its target was met (targets are reported,
+/// not asserted); 1 when a part could not run; 2 when the bench itself could not start.
+fn run(args: Args) -> Result<ExitCode> {
+    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(parts::run_all(&plan, args.server_bin))?;
+    // Tasks still parked on a dead endpoint's connections are not worth waiting for.
+    runtime.shutdown_background();
+
+    print!("{}", outcome.figures.table());
+    if plan.quick {
+        println!("(--quick: small counts prove the bench runs; judge targets on a full run)");
+    }
+    for note in &outcome.notes {
+        println!("note: {note}");
+    }
+    for failure in &outcome.failures {
+        println!("FAILED {failure}");
+    }
+    if let Some(path) = &args.json {
+        let json = outcome.figures.json(plan.quick, report::git_rev().as_deref());
+        report::write_json(path, &json)?;
+    }
+    Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

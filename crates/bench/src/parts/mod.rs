@@ -1,0 +1,291 @@
+//! The seven parts of a run, in the issue's order, and what they share.
+//!
+//! Parts 2 to 5 run against one server, started once with four endpoints on the receiver, as a
+//! user's server would be: every create in them queues four deliveries. Part 6 starts a server
+//! of its own, so that its million rows weigh on no other figure. A part that fails is reported
+//! and the run goes on with the next one that can still run.
+
+mod api_rates;
+mod backlog;
+mod isolation;
+mod latency;
+mod paced;
+mod raw_limit;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+
+use crate::api::{Api, EndpointSpec};
+use crate::plan::Plan;
+use crate::receiver::{Receiver, Shortfall, Snapshot};
+use crate::report::Figures;
+use crate::server::{self, Server};
+use crate::stats::{grouped, per_second};
+
+/// The receiver slots of the four endpoints of parts 2 to 5.
+pub const HEALTHY: [usize; 4] = [1, 2, 3, 4];
+
+/// The slot of part 5's endpoint that never answers.
+pub const DEAD: usize = 5;
+
+/// The per-endpoint concurrency the bench configures (the API accepts up to 1024).
+pub const MAX_IN_FLIGHT: u32 = 64;
+
+/// A short schedule: parts 2 to 5 expect no failed attempt, and a dead endpoint should give up
+/// within the run.
+const RETRY_SCHEDULE: &str = "1s,1s,1s";
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub figures: Figures,
+    /// One line per part that could not run to its end.
+    pub failures: Vec<String>,
+    /// Things worth knowing that did not stop a part.
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    fn fail(&mut self, part: &str, err: &anyhow::Error) {
+        let line = format!("part {part}: {err:#}");
+        eprintln!("FAILED {line}");
+        self.failures.push(line);
+    }
+
+    /// Keeps a part's figure, or records why there is none.
+    fn keep<T>(&mut self, part: &str, result: Result<T>) -> Option<T> {
+        result.map_err(|err| self.fail(part, &err)).ok()
+    }
+}
+
+/// Notes gathered while the parts run, shown after the table.
+#[derive(Debug, Default)]
+pub struct Notes(Mutex<Vec<String>>);
+
+impl Notes {
+    pub fn add(&self, note: String) {
+        eprintln!("note: {note}");
+        self.0.lock().expect("notes lock poisoned").push(note);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().expect("notes lock poisoned"))
+    }
+}
+
+/// Runs every part and gathers the figures.
+pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let notes = Notes::default();
+    note_busy_machine(&notes);
+    let receiver = Receiver::start(loopback(0)).await?;
+
+    progress(&format!("1/7 raw limit: a bare client, {} connections, {:?}", plan.raw_connections, plan.raw_window));
+    let raw = raw_limit::measure(plan, &receiver).await;
+    outcome.figures.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
+
+    let binary = match server::binary(server_bin) {
+        Ok(binary) => binary,
+        Err(err) => {
+            outcome.fail("2-7 (no server to measure)", &err);
+            return Ok(outcome);
+        }
+    };
+    let mut peaks = Vec::new();
+    match Session::start(&binary, &receiver).await {
+        Ok(session) => {
+            run_session_parts(plan, &session, &notes, &mut outcome).await;
+            match session.server.stop().await {
+                Ok(peak) => peaks.push(peak),
+                Err(err) => outcome.fail("2-5 (stopping the server)", &err),
+            }
+        }
+        Err(err) => outcome.fail("2-5 (starting the server)", &err),
+    }
+
+    progress(&format!(
+        "6/7 backlog: {} deliveries pending to a down endpoint, then up",
+        grouped(plan.backlog_deliveries)
+    ));
+    let backlog = backlog::measure(plan, &binary, &notes, &mut peaks).await;
+    if let Some(backlog) = outcome.keep("6 (backlog)", backlog) {
+        outcome.figures.backlog_drain_per_s = Some(backlog.drain_per_s);
+        outcome.figures.backlog_peak_rss_mb = Some(backlog.peak_rss_mb);
+        outcome.figures.backlog_api_p99_ms = Some(backlog.api_p99_ms);
+    }
+
+    // Part 7 is read off the sampler of every server the run started.
+    outcome.figures.server_peak_rss_mb = peaks.into_iter().reduce(f64::max);
+    if outcome.figures.server_peak_rss_mb.is_none() {
+        outcome.fail("7 (server memory)", &anyhow!("no server ran long enough to be sampled"));
+    }
+    outcome.notes = notes.take();
+    Ok(outcome)
+}
+
+/// Parts 2 to 5, on the shared server.
+async fn run_session_parts(plan: &Plan, session: &Session<'_>, notes: &Notes, outcome: &mut Outcome) {
+    progress(&format!("2/7 deliveries: {} contacts x {} endpoints", grouped(plan.throughput_contacts), HEALTHY.len()));
+    let delivered = session.delivery_rate(plan, plan.throughput_contacts).await;
+    let delivered = outcome.keep("2 (deliveries)", delivered);
+    outcome.figures.deliveries_per_s = delivered;
+    outcome.figures.ratio_to_limit =
+        delivered.zip(outcome.figures.raw_limit_per_s).map(|(delivered, limit)| delivered / limit);
+
+    progress(&format!(
+        "3/7 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
+        plan.single_concurrency,
+        plan.single_window,
+        grouped(plan.bulk_rows)
+    ));
+    let single = api_rates::single_creates(plan, session, notes).await;
+    outcome.figures.api_single_creates_per_s = outcome.keep("3 (single creates)", single);
+    let bulk = api_rates::bulk_rows(plan, session).await;
+    outcome.figures.api_bulk_rows_per_s = outcome.keep("3 (bulk rows)", bulk);
+
+    progress(&format!("4/7 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
+    if let Some(latency) = outcome.keep("4 (latency)", latency::measure(plan, session, notes).await) {
+        outcome.figures.latency_p50_ms = Some(latency.p50_ms);
+        outcome.figures.latency_p99_ms = Some(latency.p99_ms);
+    }
+
+    progress(&format!(
+        "5/7 isolation: {} contacts without, then with, an endpoint that never answers",
+        grouped(plan.isolation_contacts)
+    ));
+    let isolation = isolation::measure(plan, session, notes).await;
+    outcome.figures.isolation_ratio = outcome.keep("5 (isolation)", isolation);
+
+    if !outcome.failures.is_empty() {
+        eprintln!("{}", session.server.log_tail());
+    }
+}
+
+/// The server of parts 2 to 5, its four endpoints on the receiver, and what has been created.
+pub struct Session<'r> {
+    pub server: Server,
+    pub api: Api,
+    pub receiver: &'r Receiver,
+    /// The receiver's counts when the endpoints were made.
+    start: Snapshot,
+    /// Contacts created so far; each owes one delivery to every healthy endpoint.
+    created: AtomicU64,
+    /// Set once deliveries are known to be missing: waiting for them again would only spend
+    /// another deadline.
+    lost: AtomicBool,
+}
+
+impl<'r> Session<'r> {
+    async fn start(binary: &Path, receiver: &'r Receiver) -> Result<Self> {
+        let server = Server::start(binary, RETRY_SCHEDULE).await?;
+        let api = Api::new(server.url(), server.token())?;
+        for slot in HEALTHY {
+            let url = receiver.hook_url(slot);
+            api.create_endpoint(&EndpointSpec {
+                url: &url,
+                events: "*",
+                retry_schedule: RETRY_SCHEDULE,
+                max_in_flight: MAX_IN_FLIGHT,
+            })
+            .await
+            .map_err(|err| anyhow!("{err:#}\n{}", server.log_tail()))?;
+        }
+        Ok(Self {
+            server,
+            api,
+            start: receiver.stats().snapshot(),
+            receiver,
+            created: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    /// Counts contacts a part created, so that later parts can wait for their deliveries.
+    pub fn add_created(&self, contacts: u64) {
+        self.created.fetch_add(contacts, Ordering::Relaxed);
+    }
+
+    /// Waits until every contact created so far has reached every healthy endpoint, so that a
+    /// part starts on an idle server. A shortfall is noted, not fatal: the part can still run.
+    pub async fn settle(&self, plan: &Plan, notes: &Notes) {
+        if self.lost.load(Ordering::Relaxed) {
+            return;
+        }
+        let created = self.created.load(Ordering::Relaxed);
+        let deadline = Instant::now() + plan.delivery_deadline;
+        let waited = self.receiver.stats().wait_for(&HEALTHY, &self.start, created, deadline).await;
+        if let Err(shortfall) = waited {
+            self.lost.store(true, Ordering::Relaxed);
+            notes.add(format!(
+                "before this part, {} (earlier deliveries were lost or late)",
+                shortfall_text(shortfall, created * HEALTHY.len() as u64, plan.delivery_deadline)
+            ));
+        }
+    }
+
+    /// Creates `contacts` new contacts through the bulk API and answers the healthy endpoints'
+    /// deliveries per second, from the first request sent to the last receipt.
+    ///
+    /// The first commit happens some time after the first request is sent, so the window is
+    /// at least the true one and the rate errs low, never high.
+    pub async fn delivery_rate(&self, plan: &Plan, contacts: u64) -> Result<f64> {
+        let batches = crate::payload::new_batches(contacts, plan.bulk_batch_rows);
+        let since = self.receiver.stats().snapshot();
+        let started = Instant::now();
+        for batch in &batches {
+            let created = self.api.bulk_create(batch).await?;
+            self.add_created(created);
+            if created != batch.rows {
+                return Err(anyhow!("a bulk create of {} rows made {created}", batch.rows));
+            }
+        }
+        let deadline = started + plan.delivery_deadline;
+        let expected = contacts * HEALTHY.len() as u64;
+        let last = self.receiver.stats().wait_for(&HEALTHY, &since, contacts, deadline).await.map_err(|shortfall| {
+            self.lost.store(true, Ordering::Relaxed);
+            anyhow!(shortfall_text(shortfall, expected, plan.delivery_deadline))
+        })?;
+        let window = last.saturating_duration_since(started);
+        eprintln!("  {} deliveries in {:.2} s", grouped(expected), window.as_secs_f64());
+        Ok(per_second(expected, window))
+    }
+}
+
+/// "received 49,812 of 50,000 deliveries in 120 s (about 415/s)".
+pub fn shortfall_text(shortfall: Shortfall, expected: u64, waited: Duration) -> String {
+    format!(
+        "received {} of {} deliveries in {} s (about {}/s)",
+        grouped(shortfall.received),
+        grouped(expected),
+        waited.as_secs(),
+        grouped(per_second(shortfall.received, waited) as u64)
+    )
+}
+
+/// Other work on the machine lowers every figure, and by different amounts from one part to
+/// the next, so a run that starts on a busy machine says so.
+fn note_busy_machine(notes: &Notes) {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|first| first.parse::<f64>().ok()));
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    if let Some(load) = load.filter(|&load| load >= cores as f64) {
+        notes.add(format!(
+            "the machine was busy when the run began (load average {load:.1} on {cores} cores): \
+             figures may be low, and the ratio noisier than usual"
+        ));
+    }
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn progress(line: &str) {
+    eprintln!("part {line}");
+}
