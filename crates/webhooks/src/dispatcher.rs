@@ -15,7 +15,7 @@
 //! being attempted is remembered as claimed until its outcome is committed, so it is not started twice.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,13 @@ const OUTCOME_QUEUE: usize = 8192;
 const RECORD_BATCH: usize = 2048;
 /// How long to wait before reading again after the database failed.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// After this many attempts in a row that reached no receiver (refused, reset, timed out), the
+/// endpoint counts as down: its lane stops spending its deliveries' attempts and probes instead.
+const DOWN_AFTER: u32 = 20;
+/// The first wait between probes of a down endpoint; it doubles up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between probes of a down endpoint.
+const PROBE_MAX: Duration = Duration::from_secs(10);
 
 /// How the dispatcher behaves.
 #[derive(Debug, Clone)]
@@ -193,6 +200,14 @@ struct Signal {
     /// The receiver answered 410 Gone: start nothing more; the lane is stopped once the endpoint's
     /// new state (inactive) is committed.
     gone: AtomicBool,
+    /// Attempts in a row that reached no receiver; any HTTP answer resets it.
+    unreachable_in_a_row: AtomicU32,
+}
+
+impl Signal {
+    fn endpoint_is_down(&self) -> bool {
+        self.unreachable_in_a_row.load(Ordering::Acquire) >= DOWN_AFTER
+    }
 }
 
 impl Signal {
@@ -234,14 +249,28 @@ impl LaneWorker {
         let mut cursor = 0;
         let mut rescanning = true;
         let mut timer: Option<i64> = None;
+        let mut probe_wait = PROBE_FIRST;
         'lane: while !self.stop.is_cancelled() {
             permits.resize(self.settings.borrow().endpoint.max_in_flight.get());
+            let mut batch = CLAIM_BATCH;
+            if self.signal.endpoint_is_down() {
+                if !self.wait_to_probe(&endpoint_id, &mut in_flight, &mut probe_wait).await {
+                    break;
+                }
+                if self.signal.endpoint_is_down() {
+                    // Probe with the oldest due delivery, alone.
+                    batch = 1;
+                    self.signal.rescan.store(true, Ordering::Relaxed);
+                }
+            } else {
+                probe_wait = PROBE_FIRST;
+            }
             if self.signal.rescan.swap(false, Ordering::Relaxed) {
                 cursor = 0;
                 rescanning = true;
             }
             let now = now_ms();
-            let due = match self.shared.store.due_deliveries(&endpoint_id, cursor, now, CLAIM_BATCH).await {
+            let due = match self.shared.store.due_deliveries(&endpoint_id, cursor, now, batch).await {
                 Ok(due) => due,
                 Err(err) => {
                     tracing::error!(endpoint = %endpoint_id, error = %err, "could not read due deliveries");
@@ -249,7 +278,7 @@ impl LaneWorker {
                     continue;
                 }
             };
-            let caught_up = due.len() < CLAIM_BATCH;
+            let caught_up = due.len() < batch;
             for delivery in due {
                 cursor = delivery.seq;
                 if !self.claim(delivery.seq) {
@@ -262,9 +291,12 @@ impl LaneWorker {
                         break 'lane;
                     }
                 };
-                if self.signal.gone.load(Ordering::Acquire) {
+                let probing = batch == 1;
+                if self.signal.gone.load(Ordering::Acquire) || (self.signal.endpoint_is_down() && !probing) {
                     drop(permit);
                     self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.seq);
+                    // Read it again next time: it was not attempted.
+                    cursor = delivery.seq - 1;
                     break;
                 }
                 // The attempt uses the endpoint's URL and secret as they are when it starts.
@@ -308,6 +340,40 @@ impl LaneWorker {
             while in_flight.try_join_next().is_some() {}
         }
         self.finish(in_flight).await;
+    }
+
+    /// While the endpoint is down: lets the attempts in flight finish (their outcome says whether it
+    /// is back), then waits before the next probe, each wait twice the last up to [`PROBE_MAX`]. A
+    /// retry by hand probes at once. Answers false when the lane must stop.
+    async fn wait_to_probe(&self, endpoint_id: &str, in_flight: &mut JoinSet<()>, wait: &mut Duration) -> bool {
+        while in_flight.join_next().await.is_some() {}
+        if !self.signal.endpoint_is_down() {
+            tracing::info!(endpoint = %endpoint_id, "the endpoint answers again; delivering at full pace");
+            *wait = PROBE_FIRST;
+            return true;
+        }
+        if *wait == PROBE_FIRST {
+            tracing::warn!(
+                endpoint = %endpoint_id,
+                "the endpoint is unreachable; holding its deliveries and probing it with one at a time"
+            );
+        }
+        let sleep = tokio::time::sleep(*wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = self.stop.cancelled() => return false,
+                _ = self.signal.wake.notified() => {
+                    if self.signal.rescan.load(Ordering::Relaxed) {
+                        *wait = PROBE_FIRST;
+                        return true;
+                    }
+                }
+            }
+        }
+        *wait = (*wait * 2).min(PROBE_MAX);
+        true
     }
 
     /// Marks a delivery as being attempted; false if it already is.
@@ -404,6 +470,11 @@ async fn attempt(
             started_at_unix_ms: started,
         },
     };
+    if result.status.is_some() {
+        signal.unreachable_in_a_row.store(0, Ordering::Release);
+    } else {
+        signal.unreachable_in_a_row.fetch_add(1, Ordering::AcqRel);
+    }
     let next = next_step(&result, number, &settings.schedule, now_ms());
     if matches!(next, NextStep::Gone { .. }) {
         // Before the permit is given back, so no attempt queued behind this one starts.

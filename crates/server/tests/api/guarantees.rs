@@ -206,3 +206,52 @@ async fn a_graceful_restart_loses_nothing() {
     count += receiver.drain().len();
     assert_eq!(count, N, "a graceful stop records what finished, so nothing is sent twice");
 }
+
+/// The delivery log's items, all pages.
+async fn all_deliveries(app: &TestApp) -> Vec<Value> {
+    app.get("/api/v1/deliveries?limit=1000").await.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_down_endpoint_keeps_its_deliveries_attempts_until_it_is_back() {
+    let app = TestApp::spawn().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    // Two attempts each: without holding back, every delivery would fail within a second.
+    app.add_endpoint(json!({"url": format!("http://{address}/"), "retry_schedule": "100ms", "max_in_flight": 4})).await;
+    let ids = bulk_contacts(&app, 60).await;
+
+    // Once the endpoint counts as down, its other deliveries are held: pending, no attempt spent.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let held = loop {
+        let deliveries = all_deliveries(&app).await;
+        let tried: u64 = deliveries.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
+        let untouched = deliveries.iter().filter(|d| d["attempts"] == 0 && d["status"] == "pending").count();
+        if tried >= 20 && untouched > 0 {
+            break deliveries;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never held back: {deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(held.iter().all(|d| d["status"] != "succeeded"), "nothing can have arrived: {held:?}");
+    let attempts: u64 = held.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
+    assert!(attempts < 2 * 60, "a down endpoint was hammered: {attempts} attempts for 60 deliveries");
+
+    // It comes back; a retry by hand probes it at once, and every delivery that still has an attempt
+    // left arrives.
+    let (mut received, _receiver) = receive_on(address).await;
+    let failed = held.iter().find(|d| d["status"] == "failed").or_else(|| held.first()).unwrap();
+    let retried = app.post(&format!("/api/v1/deliveries/{}/retry", failed["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(retried.status, 202, "{}", retried.body);
+    let settled = app.settled_deliveries().await;
+    let succeeded = settled.iter().filter(|d| d["status"] == "succeeded").count();
+    let failed_for_good = settled.iter().filter(|d| d["status"] == "failed").count();
+    assert!(succeeded >= 40, "held deliveries were not sent when the endpoint came back: {settled:?}");
+    assert_eq!(succeeded + failed_for_good, ids.len());
+    let mut arrived = HashSet::new();
+    while let Ok(id) = received.try_recv() {
+        arrived.insert(id);
+    }
+    assert_eq!(arrived.len(), succeeded, "each succeeded delivery arrived, once per webhook-id");
+}

@@ -31,7 +31,6 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         body BLOB NOT NULL
     );
-    CREATE INDEX events_by_name ON events (name, seq);
     CREATE INDEX events_by_time ON events (created_at);
 
     CREATE TABLE endpoints (
@@ -60,8 +59,13 @@ const MIGRATIONS: &[&str] = &[
         status INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL,
+        -- The latest attempt lives on the delivery itself, so that the common case (one attempt,
+        -- a 2xx) settles with a single UPDATE; earlier attempts move to `attempts`.
+        last_attempt_at INTEGER,
+        last_duration_ms INTEGER,
         last_status_code INTEGER,
         last_error TEXT,
+        last_response BLOB,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
     );
@@ -72,6 +76,7 @@ const MIGRATIONS: &[&str] = &[
     -- are what people look for, so only they get an index of their own.
     CREATE INDEX failed_deliveries ON deliveries (seq) WHERE status = 2;
 
+    -- Every attempt but a delivery's latest one.
     CREATE TABLE attempts (
         delivery_seq INTEGER NOT NULL,
         number INTEGER NOT NULL,

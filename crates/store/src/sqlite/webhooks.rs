@@ -334,6 +334,24 @@ pub(super) fn get_delivery(conn: &Connection, tag: &str, id: &str) -> Result<Del
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut attempts: Vec<Attempt> = attempts.into_iter().filter(|a| a.number < delivery.attempts).collect();
+    let latest = conn
+        .prepare_cached(
+            "SELECT attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
+             FROM deliveries WHERE seq = ?1 AND last_attempt_at IS NOT NULL",
+        )?
+        .query_row([seq], |row| {
+            Ok(Attempt {
+                number: row.get(0)?,
+                started_at: row.get(1)?,
+                duration_ms: row.get(2)?,
+                status_code: row.get(3)?,
+                error: row.get(4)?,
+                response: Bytes::from(row.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
+            })
+        })
+        .optional()?;
+    attempts.extend(latest);
     Ok(DeliveryDetail { delivery, body: Bytes::from(body), attempts })
 }
 
@@ -437,11 +455,21 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
             NextStep::RetryAt(at) => (DeliveryStatus::Pending, *at),
             NextStep::Failed | NextStep::Gone { .. } => (DeliveryStatus::Failed, 0),
         };
+        if outcome.attempt > 1 {
+            // Move the previous attempt into the history before this one takes its place.
+            ctx.tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
+                     SELECT seq, attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
+                     FROM deliveries WHERE seq = ?1 AND attempts > 0 AND last_attempt_at IS NOT NULL",
+                )?
+                .execute([outcome.delivery_seq])?;
+        }
         let updated = ctx
             .tx
             .prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
-                    last_error = ?6, updated_at = ?7
+                    last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
                  WHERE seq = ?1",
             )?
             .execute(params![
@@ -451,25 +479,14 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
                 next_attempt_at,
                 outcome.status_code,
                 outcome.error,
-                now
+                now,
+                outcome.started_at,
+                outcome.duration_ms as i64,
+                outcome.response.as_ref()
             ])?;
         if updated == 0 {
             continue; // Its endpoint was deleted meanwhile, and the delivery with it.
         }
-        ctx.tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                outcome.delivery_seq,
-                outcome.attempt,
-                outcome.started_at,
-                outcome.duration_ms as i64,
-                outcome.status_code,
-                outcome.error,
-                outcome.response.as_ref()
-            ])?;
         if let (NextStep::Gone { reason }, Some(endpoint_id)) = (&outcome.next, &outcome.endpoint_id) {
             let seq = endpoint_seq(&ctx.state.tag, endpoint_id)?;
             ctx.tx.execute(
