@@ -191,7 +191,7 @@ fn create_one(
     if kind == RecordKind::Enquiry {
         events.extend(link_enquiry_contact(ctx, actor, &mut record, now)?);
     }
-    insert_record(ctx, seq, &record, &fields_json(&record.fields))?;
+    insert_record(ctx, seq, &record, &RowColumns::of(&record))?;
     events.extend(change::events_on_create(&record));
     Ok((record, events))
 }
@@ -201,10 +201,30 @@ fn create_one(
 /// which contact has their email.)
 pub(crate) struct PreparedRecord {
     seq: i64,
+    /// The record; in bulk, without its field values (only its id is answered), which keeps a
+    /// 10,000-row request's memory to what the writer needs.
     record: Record,
-    fields_json: String,
+    columns: RowColumns,
+    references: Vec<(&'static str, RecordKind, String)>,
     events: Vec<(EventName, Vec<u8>)>,
     now: Timestamp,
+}
+
+/// What the records table stores of a record beside its common columns.
+struct RowColumns {
+    assigned_agent_id: Option<String>,
+    email_key: Option<String>,
+    fields_json: String,
+}
+
+impl RowColumns {
+    fn of(record: &Record) -> RowColumns {
+        RowColumns {
+            assigned_agent_id: record.assigned_agent_id().map(str::to_owned),
+            email_key: record.email_key(),
+            fields_json: fields_json(&record.fields),
+        }
+    }
 }
 
 /// Numbers and encodes new records outside the writer.
@@ -230,7 +250,8 @@ impl Preparer {
             .into_iter()
             .map(|e| (e.name, payload::encode(e.name, now, &e.data, &self.site_url)))
             .collect();
-        Ok(PreparedRecord { seq, fields_json: fields_json(&record.fields), record, events, now })
+        let references = change::references(&record).into_iter().map(|(f, k, id)| (f, k, id.to_owned())).collect();
+        Ok(PreparedRecord { seq, columns: RowColumns::of(&record), references, record, events, now })
     }
 
     /// Prepares bulk rows. Invalid rows are named after their index (`create[3].email`) and travel
@@ -241,7 +262,10 @@ impl Preparer {
         let mut prepared = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
             match self.prepare(actor, kind, row) {
-                Ok(record) => prepared.push((index, record)),
+                Ok(mut record) => {
+                    record.record.fields = Map::new();
+                    prepared.push((index, record));
+                }
                 Err(row_errors) => invalid.absorb(&format!("create[{index}]"), row_errors),
             }
         }
@@ -265,8 +289,8 @@ pub(super) fn insert_prepared(
 }
 
 fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: PreparedRecord) -> Result<Record, Failure> {
-    check_references(ctx, actor, change::references(&prepared.record))?;
-    insert_record(ctx, prepared.seq, &prepared.record, &prepared.fields_json)?;
+    check_references(ctx, actor, borrowed(&prepared.references))?;
+    insert_record(ctx, prepared.seq, &prepared.record, &prepared.columns)?;
     for (name, body) in &prepared.events {
         let event_seq = insert_event(ctx, *name, prepared.now.timestamp(), body)?;
         fan_out(ctx, *name, event_seq, prepared.now.timestamp_millis())?;
@@ -285,7 +309,7 @@ pub(super) fn insert_prepared_rows(
     for (index, row) in prepared.rows {
         if !failures.invalid.is_empty() {
             // The job fails anyway: only look for more bad rows.
-            if let Err(failure) = check_references(ctx, actor, change::references(&row.record)) {
+            if let Err(failure) = check_references(ctx, actor, borrowed(&row.references)) {
                 failures.add(&format!("create[{index}]"), failure);
             }
             continue;
@@ -367,7 +391,11 @@ fn delete_one(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str)
     Ok(change::events_on_delete(&old))
 }
 
-fn insert_record(ctx: &mut WriteCtx<'_>, seq: i64, record: &Record, fields_json: &str) -> Result<(), Failure> {
+fn borrowed<'a>(references: &'a [(&'static str, RecordKind, String)]) -> Vec<(&'static str, RecordKind, &'a str)> {
+    references.iter().map(|(field, kind, id)| (*field, *kind, id.as_str())).collect()
+}
+
+fn insert_record(ctx: &mut WriteCtx<'_>, seq: i64, record: &Record, columns: &RowColumns) -> Result<(), Failure> {
     let inserted = ctx
         .tx
         .prepare_cached(
@@ -378,11 +406,11 @@ fn insert_record(ctx: &mut WriteCtx<'_>, seq: i64, record: &Record, fields_json:
             seq,
             record.kind.name(),
             record.created_by,
-            record.assigned_agent_id(),
-            record.email_key(),
+            columns.assigned_agent_id,
+            columns.email_key,
             record.created_at.timestamp(),
             record.updated_at.timestamp(),
-            fields_json,
+            columns.fields_json,
         ]);
     map_unique_violation(inserted)
 }
