@@ -37,6 +37,22 @@ where
     }
 }
 
+/// The `{id}` of a path. An id that cannot even be read (not UTF-8) names nothing: 404, in the API's
+/// error shape rather than the framework's plain text.
+#[derive(Debug)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| PathId(id))
+            .map_err(|_| ApiError::not_found("no record has this id"))
+    }
+}
+
 /// An authenticated administrator; anyone else gets 403.
 #[derive(Debug, Clone)]
 pub struct Admin;

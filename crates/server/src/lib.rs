@@ -9,6 +9,7 @@
 mod app;
 mod auth;
 pub mod config;
+mod drain;
 mod error;
 mod extract;
 mod openapi;

@@ -41,9 +41,15 @@ fn input_name(kind: RecordKind) -> String {
 fn field_schema(field: &Field) -> Value {
     let schema = match field.ty {
         FieldType::Text(max) => json!({"type": "string", "maxLength": max}),
-        FieldType::ExternalId | FieldType::Ref(_) => json!({"type": "string", "maxLength": 100}),
+        FieldType::ExternalId => json!({"type": "string", "maxLength": 200}),
+        FieldType::Ref(_) => json!({"type": "string", "maxLength": 100}),
         FieldType::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
-        FieldType::OneOf(values) => json!({"type": "string", "enum": values}),
+        // OpenAPI 3.0 lets `null` through an enum only when the enum lists it.
+        FieldType::OneOf(values) => {
+            let mut allowed: Vec<Value> = values.iter().map(|v| json!(v)).collect();
+            allowed.push(Value::Null);
+            json!({"type": "string", "enum": allowed})
+        }
         FieldType::Number { min, max } => json!({"type": "number", "minimum": min, "maximum": max}),
         FieldType::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
         FieldType::Date => json!({"type": "string", "format": "date"}),
@@ -120,8 +126,13 @@ fn ok(status: u16, schema: Value) -> Map<String, Value> {
 fn list_parameters() -> Value {
     json!([
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        optional_query("cursor", json!({"type": "string"})),
     ])
+}
+
+/// A filter that may be given empty, which means "no filter".
+fn optional_query(name: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "allowEmptyValue": true, "schema": schema})
 }
 
 fn id_parameter() -> Value {
@@ -187,23 +198,65 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
         "parameters": id_parameter(),
         "get": {"summary": "One webhook endpoint", "responses": ok(200, any.clone())},
         "patch": {"summary": "Change a webhook endpoint", "requestBody": json_body(endpoint_input), "responses": ok(200, any.clone())},
-        "delete": {"summary": "Delete a webhook endpoint", "responses": {"204": {"description": "deleted"}, "404": {"description": "no such endpoint"}}},
+        "delete": {"summary": "Delete a webhook endpoint", "responses": deleted()},
     }));
+    paths.insert("/api/v1/webhooks/{id}/test".into(), json!({
+        "parameters": id_parameter(),
+        "post": {"summary": "Send one webhook.test to this endpoint now", "requestBody": test_body(), "responses": ok(200, test_result())},
+    }));
+    paths.insert("/api/v1/webhooks/{id}/retry-failed".into(), json!({
+        "parameters": id_parameter(),
+        "post": {"summary": "Attempt every failed delivery of this endpoint again", "responses": ok(202, any.clone())},
+    }));
+    paths.insert("/api/v1/settings/webhook/test".into(), json!({
+        "post": {"summary": "Send one webhook.test to the primary endpoint now", "requestBody": test_body(), "responses": ok(200, test_result())},
+    }));
+    paths.insert(
+        "/api/v1/deliveries/{id}/retry".into(),
+        json!({
+            "parameters": id_parameter(),
+            "post": {"summary": "Attempt this delivery again now", "responses": ok(202, any.clone())},
+        }),
+    );
+    let user = json!({"type": "object", "additionalProperties": false, "required": ["name", "email", "role"], "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200}, "email": {"type": "string", "format": "email", "maxLength": 254},
+        "role": {"type": "string", "enum": ["admin", "agent"]}, "password": {"type": "string", "minLength": 8, "maxLength": 1000, "nullable": true}}});
+    paths.insert(
+        "/api/v1/users".into(),
+        json!({"post": {"summary": "Make a user", "requestBody": json_body(user), "responses": ok(201, any.clone())}}),
+    );
+    let token = json!({"type": "object", "additionalProperties": false, "properties": {
+        "user_id": {"type": "string", "maxLength": 100, "nullable": true}, "name": {"type": "string", "minLength": 1, "maxLength": 200, "nullable": true}}});
+    paths.insert("/api/v1/tokens".into(), json!({"post": {"summary": "Make a token; the answer is the only time it is shown", "requestBody": json_body(token), "responses": ok(201, any.clone())}}));
+    paths.insert(
+        "/api/v1/tokens/{id}".into(),
+        json!({"parameters": id_parameter(), "delete": {"summary": "Revoke a token", "responses": deleted()}}),
+    );
+    add_public_paths(paths);
     paths.insert(
         "/api/v1/settings/webhook".into(),
         json!({
             "get": {"summary": "The primary webhook settings", "responses": ok(200, any.clone())},
+            "put": {"summary": "Change the primary webhook settings; an empty url switches webhooks off",
+                    "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {
+                        "url": {"type": "string", "maxLength": 2048, "nullable": true}, "events": {"type": "string"},
+                        "secret": {"type": "string", "nullable": true}, "active": {"type": "boolean"},
+                        "has_secret": {"type": "boolean"}, "standard_webhooks_secret": {"type": "string", "nullable": true}}})),
+                    "responses": ok(200, any.clone())},
         }),
     );
-    paths.insert("/api/v1/deliveries".into(), json!({
-        "get": {"summary": "The delivery log", "parameters": [
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-            {"name": "endpoint_id", "in": "query", "schema": {"type": "string"}},
-            {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "succeeded", "failed"]}},
-            {"name": "event", "in": "query", "schema": {"type": "string", "enum": names}}],
-            "responses": ok(200, page_of(any.clone()))},
-    }));
+    paths.insert(
+        "/api/v1/deliveries".into(),
+        json!({
+            "get": {"summary": "The delivery log", "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                optional_query("cursor", json!({"type": "string"})),
+                optional_query("endpoint_id", json!({"type": "string"})),
+                optional_query("status", json!({"type": "string", "enum": ["pending", "succeeded", "failed"]})),
+                optional_query("event", json!({"type": "string", "enum": names}))],
+                "responses": ok(200, page_of(any.clone()))},
+        }),
+    );
     paths.insert("/api/v1/deliveries/{id}".into(), json!({
         "parameters": id_parameter(), "get": {"summary": "One delivery with its attempts", "responses": ok(200, any.clone())},
     }));
@@ -212,9 +265,9 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
         json!({
             "get": {"summary": "The event log, newest first", "parameters": [
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                {"name": "event", "in": "query", "schema": {"type": "string", "enum": names}},
-                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
+                optional_query("cursor", json!({"type": "string"})),
+                optional_query("event", json!({"type": "string", "enum": names})),
+                optional_query("since", json!({"type": "string", "description": "an RFC 3339 time"}))],
                 "responses": ok(200, page_of(any.clone()))},
         }),
     );
@@ -223,4 +276,51 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
         json!({"get": {"summary": "The event catalogue", "responses": ok(200, any.clone())}}),
     );
     paths.insert("/api/v1/pipeline".into(), json!({"get": {"summary": "The deal stages", "responses": ok(200, any)}}));
+}
+
+fn deleted() -> Map<String, Value> {
+    let mut responses = errors(&[401, 403, 404]);
+    responses.insert("204".into(), json!({"description": "deleted"}));
+    responses
+}
+
+fn test_body() -> Value {
+    json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false,
+        "properties": {"url": {"type": "string", "maxLength": 2048}, "secret": {"type": "string", "nullable": true}}}}}})
+}
+
+fn test_result() -> Value {
+    json!({"type": "object", "properties": {
+        "ok": {"type": "boolean"}, "status_code": {"type": "integer", "nullable": true}, "body": {"type": "string"},
+        "error": {"type": "string", "nullable": true}, "duration_ms": {"type": "integer"}, "delivery_id": {"type": "string"}}})
+}
+
+/// Routes without a token: the public form and the operator's probes.
+fn add_public_paths(paths: &mut Map<String, Value>) {
+    let fields = json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "email": {"type": "string"}, "phone": {"type": "string"}, "message": {"type": "string"},
+        "property_id": {"type": "string"}, "source": {"type": "string"},
+        // The honeypot and the redirect are read, never validated: any filled-in honeypot discards.
+        "website": {}, "redirect": {}}});
+    let mut form_responses = errors(&[400, 413, 415, 422, 429]);
+    form_responses.insert(
+        "201".into(),
+        json!({"description": "received", "content": {"application/json": {"schema": {"type": "object"}}}}),
+    );
+    form_responses.insert("303".into(), json!({"description": "received; see the form's redirect"}));
+    paths.insert("/forms/enquiry".into(), json!({"post": {
+        "summary": "The public enquiry form", "security": [],
+        "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": fields.clone()}, "application/json": {"schema": fields}}},
+        "responses": form_responses}}));
+    let status = json!({"type": "object", "properties": {"status": {"type": "string"}}});
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"summary": "Alive", "security": [], "responses": {
+        "200": {"description": "alive", "content": {"application/json": {"schema": status.clone()}}}}}}),
+    );
+    paths.insert("/readyz".into(), json!({"get": {"summary": "The database answers", "security": [], "responses": {
+        "200": {"description": "ready", "content": {"application/json": {"schema": status}}},
+        "503": {"description": "the database does not answer", "content": {"application/json": {"schema": reference("Error")}}}}}}));
+    paths.insert("/metrics".into(), json!({"get": {"summary": "Prometheus metrics", "security": [], "responses": {
+        "200": {"description": "metrics", "content": {"application/openmetrics-text; version=1.0.0; charset=utf-8": {"schema": {"type": "string"}}}}}}}));
 }

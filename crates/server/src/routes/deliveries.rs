@@ -1,6 +1,6 @@
 //! The delivery log: every delivery with its attempts, and retries by hand.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::format_millis;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, Params};
+use crate::extract::{Admin, Params, PathId};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -56,7 +56,7 @@ async fn list(State(state): State<AppState>, _: Admin, params: Params) -> ApiRes
     Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})))
 }
 
-async fn get_one(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_one(State(state): State<AppState>, _: Admin, PathId(id): PathId) -> ApiResult<Json<Value>> {
     let detail = state.store.get_delivery(&id).await?;
     let mut out = delivery_json(&detail.delivery);
     out["body"] = json!(String::from_utf8_lossy(&detail.body));
@@ -77,11 +77,7 @@ async fn get_one(State(state): State<AppState>, _: Admin, Path(id): Path<String>
     Ok(Json(out))
 }
 
-async fn retry(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn retry(State(state): State<AppState>, _: Admin, PathId(id): PathId) -> ApiResult<(StatusCode, Json<Value>)> {
     state.store.retry_delivery(&id, chrono::Utc::now().timestamp_millis()).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "pending"}))))
 }

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("there is nothing at this path; the API lives under /api/v1/") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(middleware::from_fn(crate::drain::drain_unread_body))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }

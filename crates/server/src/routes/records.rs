@@ -1,6 +1,6 @@
 //! The CRM records: contacts, leads, enquiries, deals and tasks, with one set of generic handlers.
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use estate_crm_store::BulkOp;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody, Params};
+use crate::extract::{Caller, JsonBody, Params, PathId};
 use crate::state::AppState;
 
 /// The most rows one bulk request may carry.
@@ -25,7 +25,7 @@ fn kind_router(kind: RecordKind) -> Router<AppState> {
     let collection = format!("/{}", kind.plural());
     let item = format!("/{}/{{id}}", kind.plural());
     let mut item_routes =
-        get(move |state: State<AppState>, caller: Caller, id: Path<String>| get_one(state, caller, kind, id));
+        get(move |state: State<AppState>, caller: Caller, id: PathId| get_one(state, caller, kind, id));
     let mut router = Router::new().route(
         &collection,
         post(move |state: State<AppState>, caller: Caller, body: JsonBody| create(state, caller, kind, body))
@@ -33,10 +33,10 @@ fn kind_router(kind: RecordKind) -> Router<AppState> {
     );
     if kind.is_mutable() {
         item_routes = item_routes
-            .patch(move |state: State<AppState>, caller: Caller, id: Path<String>, body: JsonBody| {
+            .patch(move |state: State<AppState>, caller: Caller, id: PathId, body: JsonBody| {
                 update(state, caller, kind, id, body)
             })
-            .delete(move |state: State<AppState>, caller: Caller, id: Path<String>| delete(state, caller, kind, id));
+            .delete(move |state: State<AppState>, caller: Caller, id: PathId| delete(state, caller, kind, id));
         router = router.route(
             &format!("/{}/bulk", kind.plural()),
             post(move |state: State<AppState>, caller: Caller, body: JsonBody| bulk(state, caller, kind, body))
@@ -63,7 +63,7 @@ async fn get_one(
     State(state): State<AppState>,
     Caller(actor): Caller,
     kind: RecordKind,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(state.store.get_record(&actor, kind, &id).await?.to_api_json()))
 }
@@ -83,7 +83,7 @@ async fn update(
     State(state): State<AppState>,
     Caller(actor): Caller,
     kind: RecordKind,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(state.store.update_record(&actor, kind, &id, body).await?.to_api_json()))
@@ -93,7 +93,7 @@ async fn delete(
     State(state): State<AppState>,
     Caller(actor): Caller,
     kind: RecordKind,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     state.store.delete_record(&actor, kind, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -102,7 +102,7 @@ async fn delete(
 async fn complete_task(
     State(state): State<AppState>,
     Caller(actor): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let task = state.store.update_record(&actor, RecordKind::Task, &id, json!({"completed": true})).await?;
     Ok(Json(task.to_api_json()))

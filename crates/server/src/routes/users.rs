@@ -1,6 +1,6 @@
 //! Users and tokens. A token is shown once, in the answer that makes it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{hash_password, hash_token, new_token};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, Caller, JsonBody};
+use crate::extract::{Admin, Caller, JsonBody, PathId};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -51,7 +51,15 @@ async fn create_user(
     let name = string_field(&body, "name", 200, &mut errors);
     let email = string_field(&body, "email", 254, &mut errors);
     let role = string_field(&body, "role", 20, &mut errors);
-    let password = string_field(&body, "password", 1000, &mut errors);
+    let password = match body.get("password") {
+        None | Some(Value::Null) => None,
+        // A password is kept exactly as typed: no trimming.
+        Some(Value::String(p)) if (8..=1000).contains(&p.chars().count()) => Some(p.clone()),
+        Some(_) => {
+            errors.add("password", "must be a string of 8 to 1000 characters");
+            None
+        }
+    };
     if name.is_none() && !errors.fields().contains_key("name") {
         errors.add("name", "is required");
     }
@@ -65,9 +73,6 @@ async fn create_user(
             None
         }
     };
-    if password.as_ref().is_some_and(|p| p.chars().count() < 8) {
-        errors.add("password", "must be at least 8 characters");
-    }
     let (Some(name), Some(email), Some(role)) = (name, email, role) else {
         return Err(ApiError::invalid(errors));
     };
@@ -102,7 +107,7 @@ async fn create_token(
 async fn delete_token(
     State(state): State<AppState>,
     Caller(actor): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     let owner = (actor.role != Role::Admin).then_some(actor.user_id.as_str());
     state.store.delete_token(&id, owner).await?;

@@ -1,6 +1,6 @@
 //! Webhook settings: the simple settings (the primary endpoint), the endpoints API, and the test button.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use estate_crm_webhooks::{TargetUrl, TestTarget, check_destination, send_test, s
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Admin, JsonBody, OptionalJsonBody, Params};
+use crate::extract::{Admin, JsonBody, OptionalJsonBody, Params, PathId};
 use crate::state::AppState;
 
 const MAX_SECRET_BYTES: usize = 512;
@@ -182,6 +182,12 @@ async fn get_settings(State(state): State<AppState>, _: Admin) -> ApiResult<Json
 /// on the original settings screen switches webhooks off.
 async fn put_settings(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
     if body.get("url").is_some_and(|u| u.is_null() || u.as_str().is_some_and(|s| s.trim().is_empty())) {
+        // Switching webhooks off still checks the rest of the body: a typo is refused, not ignored.
+        let mut rest = body.clone();
+        if let Value::Object(fields) = &mut rest {
+            fields.shift_remove("url");
+        }
+        parse_endpoint(&state, &rest, &SETTINGS_SHAPE).await?;
         if let Some(primary) = state.store.primary_endpoint().await? {
             state.store.delete_endpoint(&primary.id).await?;
         }
@@ -223,14 +229,14 @@ async fn create_endpoint(
     Ok((StatusCode::CREATED, Json(saved_json(&endpoint, &input))))
 }
 
-async fn get_endpoint(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_endpoint(State(state): State<AppState>, _: Admin, PathId(id): PathId) -> ApiResult<Json<Value>> {
     Ok(Json(Value::Object(endpoint_json(&state.store.get_endpoint(&id).await?))))
 }
 
 async fn update_endpoint(
     State(state): State<AppState>,
     _: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     state.store.get_endpoint(&id).await?;
@@ -239,7 +245,7 @@ async fn update_endpoint(
     Ok(Json(saved_json(&endpoint, &input)))
 }
 
-async fn delete_endpoint(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_endpoint(State(state): State<AppState>, _: Admin, PathId(id): PathId) -> ApiResult<StatusCode> {
     state.store.delete_endpoint(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -247,7 +253,7 @@ async fn delete_endpoint(State(state): State<AppState>, _: Admin, Path(id): Path
 async fn retry_failed(
     State(state): State<AppState>,
     _: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let count = state.store.retry_failed(&id, chrono::Utc::now().timestamp_millis()).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"retried": count}))))
@@ -265,7 +271,7 @@ async fn test_primary(
 async fn test_endpoint(
     State(state): State<AppState>,
     _: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> ApiResult<Json<Value>> {
     let endpoint = state.store.get_endpoint(&id).await?;

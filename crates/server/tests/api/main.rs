@@ -16,3 +16,5 @@ mod endpoints;
 mod guarantees;
 mod retries;
 mod test_button;
+
+mod hostile;
