@@ -32,6 +32,8 @@ pub struct Application {
     state: AppState,
     dispatcher: Dispatcher,
     retention: Duration,
+    /// Where the data lives, as the start line says it.
+    data: String,
 }
 
 impl Application {
@@ -65,15 +67,11 @@ impl Application {
             metrics: Arc::new(Metrics::new(registry)),
             form_limiter: Arc::new(RateLimiter::new(config.form_rate_per_minute)),
         };
-        println!(
-            "estate-crm listening on http://{address}, data in {}",
-            match &config.database {
-                Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
-                Database::Postgres(_) => "PostgreSQL".to_owned(),
-            }
-        );
-        let _ = std::io::stdout().flush();
-        Ok(Application { listener, address, state, dispatcher, retention: config.retention })
+        let data = match &config.database {
+            Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
+            Database::Postgres(_) => "PostgreSQL".to_owned(),
+        };
+        Ok(Application { listener, address, data, state, dispatcher, retention: config.retention })
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -85,7 +83,12 @@ impl Application {
     /// what did not finish is attempted again after the next start.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        // Handlers are in place before the start line: whoever waits for that line to send SIGTERM
+        // gets a graceful stop, never the default action.
+        let signals = Signals::install()?;
+        tokio::spawn(signals.cancel_on_first(shutdown.clone()));
+        println!("estate-crm listening on http://{}, data in {}", self.address, self.data);
+        let _ = std::io::stdout().flush();
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
@@ -158,19 +161,29 @@ fn write_owner_only(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        tracing::error!("could not listen for SIGINT and SIGTERM; stop the server with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
     }
-    tracing::info!("stopping: no new requests; attempts in flight get a few seconds");
-    shutdown.cancel();
+
+    async fn cancel_on_first(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        tracing::info!("stopping: no new requests; attempts in flight get a few seconds");
+        shutdown.cancel();
+    }
 }
 
 async fn purge_old_deliveries(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {

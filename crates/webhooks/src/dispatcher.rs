@@ -195,8 +195,9 @@ struct Signal {
     rescan: AtomicBool,
     /// The earliest retry this lane scheduled that it has not looked for yet (Unix ms).
     retry_at: Mutex<Option<i64>>,
-    /// Deliveries being attempted or whose outcome is not committed yet.
-    claimed: Mutex<HashSet<i64>>,
+    /// Deliveries being attempted or whose outcome is not committed yet, and those settled since the
+    /// lane's current read began (see [`Claims`]).
+    claims: Mutex<Claims>,
     /// The receiver answered 410 Gone: start nothing more; the lane is stopped once the endpoint's
     /// new state (inactive) is committed.
     gone: AtomicBool,
@@ -204,7 +205,39 @@ struct Signal {
     unreachable_in_a_row: AtomicU32,
 }
 
+/// What keeps a delivery from being started twice within one process.
+///
+/// A read can return a delivery as pending while its outcome is being committed; once that commit
+/// releases it, the read's copy is stale. So a delivery released after the current read began may not
+/// be claimed from that read.
+#[derive(Default)]
+struct Claims {
+    in_progress: HashSet<i64>,
+    settled_since_read: HashSet<i64>,
+}
+
 impl Signal {
+    fn claims(&self) -> std::sync::MutexGuard<'_, Claims> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called just before a read of due deliveries.
+    fn begin_read(&self) {
+        self.claims().settled_since_read.clear();
+    }
+
+    /// Marks a delivery from the current read as being attempted; false if it already is or was
+    /// settled since the read began.
+    fn claim(&self, seq: i64) -> bool {
+        let mut claims = self.claims();
+        !claims.settled_since_read.contains(&seq) && claims.in_progress.insert(seq)
+    }
+
+    /// Gives up a claim without an attempt.
+    fn unclaim(&self, seq: i64) {
+        self.claims().in_progress.remove(&seq);
+    }
+
     fn endpoint_is_down(&self) -> bool {
         self.unreachable_in_a_row.load(Ordering::Acquire) >= DOWN_AFTER
     }
@@ -214,7 +247,10 @@ impl Signal {
     /// Called once an outcome is committed: the delivery may be read again, and a scheduled retry
     /// sets the lane's timer.
     fn release(&self, seq: i64, next: &NextStep) {
-        self.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&seq);
+        let mut claims = self.claims();
+        claims.in_progress.remove(&seq);
+        claims.settled_since_read.insert(seq);
+        drop(claims);
         if let NextStep::RetryAt(at) = next {
             let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
             *retry_at = Some(retry_at.map_or(*at, |current| current.min(*at)));
@@ -270,6 +306,7 @@ impl LaneWorker {
                 rescanning = true;
             }
             let now = now_ms();
+            self.signal.begin_read();
             let due = match self.shared.store.due_deliveries(&endpoint_id, cursor, now, batch).await {
                 Ok(due) => due,
                 Err(err) => {
@@ -281,20 +318,20 @@ impl LaneWorker {
             let caught_up = due.len() < batch;
             for delivery in due {
                 cursor = delivery.seq;
-                if !self.claim(delivery.seq) {
+                if !self.signal.claim(delivery.seq) {
                     continue;
                 }
                 let permit = tokio::select! {
                     permit = permits.acquire() => permit,
                     _ = self.stop.cancelled() => {
-                        self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.seq);
+                        self.signal.unclaim(delivery.seq);
                         break 'lane;
                     }
                 };
                 let probing = batch == 1;
                 if self.signal.gone.load(Ordering::Acquire) || (self.signal.endpoint_is_down() && !probing) {
                     drop(permit);
-                    self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.seq);
+                    self.signal.unclaim(delivery.seq);
                     // Read it again next time: it was not attempted.
                     cursor = delivery.seq - 1;
                     break;
@@ -374,11 +411,6 @@ impl LaneWorker {
         }
         *wait = (*wait * 2).min(PROBE_MAX);
         true
-    }
-
-    /// Marks a delivery as being attempted; false if it already is.
-    fn claim(&self, seq: i64) -> bool {
-        self.signal.claimed.lock().unwrap_or_else(|e| e.into_inner()).insert(seq)
     }
 
     async fn pause(&self, how_long: Duration) {

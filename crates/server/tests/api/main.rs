@@ -17,4 +17,6 @@ mod guarantees;
 mod retries;
 mod test_button;
 
+mod crash;
 mod hostile;
+mod secrets;

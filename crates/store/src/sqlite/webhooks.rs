@@ -461,16 +461,16 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
                 .prepare_cached(
                     "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
                      SELECT seq, attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
-                     FROM deliveries WHERE seq = ?1 AND attempts > 0 AND last_attempt_at IS NOT NULL",
+                     FROM deliveries WHERE seq = ?1 AND attempts = ?2 - 1 AND last_attempt_at IS NOT NULL",
                 )?
-                .execute([outcome.delivery_seq])?;
+                .execute(params![outcome.delivery_seq, outcome.attempt])?;
         }
         let updated = ctx
             .tx
             .prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
                     last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
-                 WHERE seq = ?1",
+                 WHERE seq = ?1 AND attempts = ?3 - 1",
             )?
             .execute(params![
                 outcome.delivery_seq,
@@ -485,7 +485,9 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
                 outcome.response.as_ref()
             ])?;
         if updated == 0 {
-            continue; // Its endpoint was deleted meanwhile, and the delivery with it.
+            // Its endpoint was deleted meanwhile, and the delivery with it; or this attempt does not
+            // follow the recorded ones (a stale copy), and must not overwrite them.
+            continue;
         }
         if let (NextStep::Gone { reason }, Some(endpoint_id)) = (&outcome.next, &outcome.endpoint_id) {
             let seq = endpoint_seq(&ctx.state.tag, endpoint_id)?;
