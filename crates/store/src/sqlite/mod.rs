@@ -130,7 +130,7 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> 
          PRAGMA temp_store = MEMORY;",
     )?;
     // The writer walks every index on every change and keeps a larger cache; readers touch little.
-    conn.pragma_update(None, "cache_size", if create { -16_000 } else { -4_000 })?;
+    conn.pragma_update(None, "cache_size", if create { -32_000 } else { -4_000 })?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
