@@ -215,6 +215,22 @@ pub struct EndpointSpec {
     pub max_in_flight: MaxInFlight,
 }
 
+impl EndpointSpec {
+    /// A new endpoint from the fields a client sent, with the defaults for the rest; `None` without
+    /// a URL.
+    pub fn from_patch(patch: EndpointPatch) -> Option<EndpointSpec> {
+        Some(EndpointSpec {
+            url: patch.url?,
+            events: patch.events.unwrap_or(EventFilter::All),
+            secret: patch.secret.flatten(),
+            active: patch.active.unwrap_or(true),
+            description: patch.description.flatten(),
+            retry_schedule: patch.retry_schedule.flatten(),
+            max_in_flight: patch.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
+        })
+    }
+}
+
 /// Changes to an endpoint: `None` leaves a field as it is; `Some(None)` clears an optional one.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPatch {

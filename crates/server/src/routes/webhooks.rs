@@ -212,19 +212,8 @@ async fn create_endpoint(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input = parse_endpoint(&state, &body, &ENDPOINT_SHAPE).await?;
-    let patch = input.patch.clone();
-    let Some(url) = patch.url else {
-        return Err(ApiError::invalid_field("url", "is required"));
-    };
-    let spec = EndpointSpec {
-        url,
-        events: patch.events.unwrap_or(EventFilter::All),
-        secret: patch.secret.flatten(),
-        active: patch.active.unwrap_or(true),
-        description: patch.description.flatten(),
-        retry_schedule: patch.retry_schedule.flatten(),
-        max_in_flight: patch.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
-    };
+    let spec =
+        EndpointSpec::from_patch(input.patch.clone()).ok_or_else(|| ApiError::invalid_field("url", "is required"))?;
     let endpoint = state.store.create_endpoint(spec).await?;
     Ok((StatusCode::CREATED, Json(saved_json(&endpoint, &input))))
 }

@@ -163,18 +163,8 @@ pub(super) fn put_primary_endpoint(ctx: &mut WriteCtx<'_>, patch: EndpointPatch)
             apply_patch(ctx, seq, old, patch)
         }
         None => {
-            let Some(url) = patch.url else {
-                return Err(StoreError::invalid(FieldErrors::single("url", "is required")));
-            };
-            let spec = EndpointSpec {
-                url,
-                events: patch.events.unwrap_or(EventFilter::All),
-                secret: patch.secret.flatten(),
-                active: patch.active.unwrap_or(true),
-                description: patch.description.flatten(),
-                retry_schedule: patch.retry_schedule.flatten(),
-                max_in_flight: patch.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
-            };
+            let spec = EndpointSpec::from_patch(patch)
+                .ok_or_else(|| StoreError::invalid(FieldErrors::single("url", "is required")))?;
             create_endpoint(ctx, &spec, true)
         }
     }
@@ -322,37 +312,30 @@ pub(super) fn get_delivery(conn: &Connection, tag: &str, id: &str) -> Result<Del
         "SELECT number, started_at, duration_ms, status_code, error, response FROM attempts
          WHERE delivery_seq = ?1 ORDER BY number",
     )?;
-    let attempts = statement
-        .query_map([seq], |row| {
-            Ok(Attempt {
-                number: row.get(0)?,
-                started_at: row.get(1)?,
-                duration_ms: row.get(2)?,
-                status_code: row.get(3)?,
-                error: row.get(4)?,
-                response: Bytes::from(row.get::<_, Vec<u8>>(5)?),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let attempts = statement.query_map([seq], attempt_from_row)?.collect::<Result<Vec<_>, _>>()?;
     let mut attempts: Vec<Attempt> = attempts.into_iter().filter(|a| a.number < delivery.attempts).collect();
     let latest = conn
         .prepare_cached(
             "SELECT attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
              FROM deliveries WHERE seq = ?1 AND last_attempt_at IS NOT NULL",
         )?
-        .query_row([seq], |row| {
-            Ok(Attempt {
-                number: row.get(0)?,
-                started_at: row.get(1)?,
-                duration_ms: row.get(2)?,
-                status_code: row.get(3)?,
-                error: row.get(4)?,
-                response: Bytes::from(row.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
-            })
-        })
+        .query_row([seq], attempt_from_row)
         .optional()?;
     attempts.extend(latest);
     Ok(DeliveryDetail { delivery, body: Bytes::from(body), attempts })
+}
+
+/// An attempt from `number, started_at, duration_ms, status_code, error, response`, whether it comes
+/// from the history or from the delivery's own latest-attempt columns.
+fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        number: row.get(0)?,
+        started_at: row.get(1)?,
+        duration_ms: row.get(2)?,
+        status_code: row.get(3)?,
+        error: row.get(4)?,
+        response: Bytes::from(row.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
+    })
 }
 
 pub(super) fn retry_delivery(ctx: &mut WriteCtx<'_>, id: &str, now_ms: i64) -> Result<String, StoreError> {
