@@ -115,7 +115,7 @@ pub trait Store: Send + Sync + 'static {
     async fn purge(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// What changed since the last call: the endpoints that got new deliveries, and whether the
-    /// endpoint settings changed. Waits until something has.
+    /// The feed of committed changes the dispatcher waits on: which endpoints got new deliveries or
+    /// deliveries due again, and whether endpoint settings changed.
     fn changes(&self) -> &ChangeFeed;
 }

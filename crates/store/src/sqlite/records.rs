@@ -345,12 +345,8 @@ fn link_enquiry_contact(
         return Ok(vec![]);
     }
     let input = change::contact_for_enquiry(enquiry);
-    let (contact, events) =
-        create_one(ctx, actor, RecordKind::Contact, &input, now).map_err(|failure| match failure {
-            // The enquiry's own fields passed; a contact made from them can only fail on the same values.
-            Failure::Invalid(errors) => Failure::Invalid(errors),
-            other => other,
-        })?;
+    // The enquiry's own fields passed their checks, and the contact is made of the same values.
+    let (contact, events) = create_one(ctx, actor, RecordKind::Contact, &input, now)?;
     change::link_enquiry(enquiry, &contact.id);
     Ok(events)
 }
