@@ -52,13 +52,18 @@ impl TestApp {
 
     /// Starts a server with extra command-line arguments (later flags win over the defaults).
     pub async fn spawn_with(extra: &[&str]) -> TestApp {
+        TestApp::spawn_args(&["--allow-private-targets"], extra).await
+    }
+
+    /// Starts a server as it runs in production: webhooks may go to public addresses only.
+    pub async fn spawn_public_only() -> TestApp {
+        TestApp::spawn_args(&[], &[]).await
+    }
+
+    async fn spawn_args(policy: &[&str], extra: &[&str]) -> TestApp {
         let data_dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
-        let mut args: Vec<String> =
-            ["--allow-private-targets", "--retry-schedule", "200ms,200ms", "--delivery-timeout", "2s"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let defaults = ["--retry-schedule", "200ms,200ms", "--delivery-timeout", "2s"];
+        let args = policy.iter().chain(&defaults).chain(extra).map(|s| s.to_string()).collect();
         TestApp::start(data_dir, args).await
     }
 
