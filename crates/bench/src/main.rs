@@ -44,6 +44,11 @@ struct Args {
     /// profile and uses the one beside its own executable.
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
+    /// Runs only this part (1 to 7; repeat the flag for several), to measure one change quickly.
+    /// Parts 3 to 5 start their server with the four endpoints as usual, without part 2's load.
+    /// Figures of parts left out are null.
+    #[arg(long = "part", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=7))]
+    parts: Vec<u8>,
 }
 
 fn main() -> ExitCode {
@@ -61,7 +66,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<ExitCode> {
     let plan = if args.quick { Plan::quick() } else { Plan::full() };
     let runtime = tokio::runtime::Runtime::new()?;
-    let outcome = runtime.block_on(parts::run_all(&plan, args.server_bin))?;
+    let outcome = runtime.block_on(parts::run_all(&plan, args.server_bin, parts::Selection::new(&args.parts)))?;
     // Tasks still parked on a dead endpoint's connections are not worth waiting for.
     runtime.shutdown_background();
 

@@ -147,7 +147,7 @@ impl Figures {
     pub fn table(&self) -> String {
         let mut out = format!("{:<26} {:>14}  {:<30} {}\n", "figure", "value", "target", "met");
         for row in self.rows() {
-            let value = row.value.map_or("failed".to_owned(), |value| row.unit.show(value));
+            let value = row.value.map_or("none".to_owned(), |value| row.unit.show(value));
             let (target, met) = match &row.target {
                 None => ("-".to_owned(), "-"),
                 Some(target) => (

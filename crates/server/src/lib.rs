@@ -15,6 +15,7 @@ mod extract;
 mod openapi;
 mod rate_limit;
 mod routes;
+pub mod runtimes;
 mod state;
 pub mod telemetry;
 

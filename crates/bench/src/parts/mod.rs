@@ -78,16 +78,40 @@ impl Notes {
     }
 }
 
-/// Runs every part and gathers the figures.
-pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>) -> Result<Outcome> {
+/// Which parts a run measures: all of them unless some were named with `--part`.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection(u8);
+
+impl Selection {
+    pub fn new(parts: &[u8]) -> Self {
+        if parts.is_empty() {
+            Selection(u8::MAX)
+        } else {
+            Selection(parts.iter().fold(0, |bits, part| bits | 1 << part))
+        }
+    }
+
+    fn has(self, part: u8) -> bool {
+        self.0 & (1 << part) != 0
+    }
+
+    fn any(self, parts: std::ops::RangeInclusive<u8>) -> bool {
+        parts.into_iter().any(|part| self.has(part))
+    }
+}
+
+/// Runs the selected parts and gathers their figures.
+pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Selection) -> Result<Outcome> {
     let mut outcome = Outcome::default();
     let notes = Notes::default();
     note_busy_machine(&notes);
     let receiver = Receiver::start(loopback(0)).await?;
 
-    progress(&format!("1/7 raw limit: a bare client, {} connections, {:?}", plan.raw_connections, plan.raw_window));
-    let raw = raw_limit::measure(plan, &receiver).await;
-    outcome.figures.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
+    if selection.has(1) {
+        progress(&format!("1/7 raw limit: a bare client, {} connections, {:?}", plan.raw_connections, plan.raw_window));
+        let raw = raw_limit::measure(plan, &receiver).await;
+        outcome.figures.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
+    }
 
     let binary = match server::binary(server_bin) {
         Ok(binary) => binary,
@@ -97,69 +121,93 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>) -> Result<Outcome
         }
     };
     let mut peaks = Vec::new();
-    match Session::start(&binary, &receiver).await {
-        Ok(session) => {
-            run_session_parts(plan, &session, &notes, &mut outcome).await;
-            match session.server.stop().await {
-                Ok(peak) => peaks.push(peak),
-                Err(err) => outcome.fail("2-5 (stopping the server)", &err),
+    if selection.any(2..=5) {
+        match Session::start(&binary, &receiver).await {
+            Ok(session) => {
+                run_session_parts(plan, &session, &notes, &mut outcome, selection).await;
+                match session.server.stop().await {
+                    Ok(peak) => peaks.push(peak),
+                    Err(err) => outcome.fail("2-5 (stopping the server)", &err),
+                }
             }
+            Err(err) => outcome.fail("2-5 (starting the server)", &err),
         }
-        Err(err) => outcome.fail("2-5 (starting the server)", &err),
     }
 
-    progress(&format!(
-        "6/7 backlog: {} deliveries pending to a down endpoint, then up",
-        grouped(plan.backlog_deliveries)
-    ));
-    let backlog = backlog::measure(plan, &binary, &notes, &mut peaks).await;
-    if let Some(backlog) = outcome.keep("6 (backlog)", backlog) {
-        outcome.figures.backlog_drain_per_s = Some(backlog.drain_per_s);
-        outcome.figures.backlog_peak_rss_mb = Some(backlog.peak_rss_mb);
-        outcome.figures.backlog_api_p99_ms = Some(backlog.api_p99_ms);
+    if selection.has(6) {
+        progress(&format!(
+            "6/7 backlog: {} deliveries pending to a down endpoint, then up",
+            grouped(plan.backlog_deliveries)
+        ));
+        let backlog = backlog::measure(plan, &binary, &notes, &mut peaks).await;
+        if let Some(backlog) = outcome.keep("6 (backlog)", backlog) {
+            outcome.figures.backlog_drain_per_s = Some(backlog.drain_per_s);
+            outcome.figures.backlog_peak_rss_mb = Some(backlog.peak_rss_mb);
+            outcome.figures.backlog_api_p99_ms = Some(backlog.api_p99_ms);
+        }
     }
 
     // Part 7 is read off the sampler of every server the run started.
-    outcome.figures.server_peak_rss_mb = peaks.into_iter().reduce(f64::max);
-    if outcome.figures.server_peak_rss_mb.is_none() {
-        outcome.fail("7 (server memory)", &anyhow!("no server ran long enough to be sampled"));
+    if selection.has(7) {
+        outcome.figures.server_peak_rss_mb = peaks.into_iter().reduce(f64::max);
+        if outcome.figures.server_peak_rss_mb.is_none() {
+            outcome.fail("7 (server memory)", &anyhow!("no server ran long enough to be sampled"));
+        }
     }
     outcome.notes = notes.take();
     Ok(outcome)
 }
 
-/// Parts 2 to 5, on the shared server.
-async fn run_session_parts(plan: &Plan, session: &Session<'_>, notes: &Notes, outcome: &mut Outcome) {
-    progress(&format!("2/7 deliveries: {} contacts x {} endpoints", grouped(plan.throughput_contacts), HEALTHY.len()));
-    let delivered = session.delivery_rate(plan, plan.throughput_contacts).await;
-    let delivered = outcome.keep("2 (deliveries)", delivered);
-    outcome.figures.deliveries_per_s = delivered;
-    outcome.figures.ratio_to_limit =
-        delivered.zip(outcome.figures.raw_limit_per_s).map(|(delivered, limit)| delivered / limit);
-
-    progress(&format!(
-        "3/7 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
-        plan.single_concurrency,
-        plan.single_window,
-        grouped(plan.bulk_rows)
-    ));
-    let single = api_rates::single_creates(plan, session, notes).await;
-    outcome.figures.api_single_creates_per_s = outcome.keep("3 (single creates)", single);
-    let bulk = api_rates::bulk_rows(plan, session).await;
-    outcome.figures.api_bulk_rows_per_s = outcome.keep("3 (bulk rows)", bulk);
-
-    progress(&format!("4/7 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
-    if let Some(latency) = outcome.keep("4 (latency)", latency::measure(plan, session, notes).await) {
-        outcome.figures.latency_p50_ms = Some(latency.p50_ms);
-        outcome.figures.latency_p99_ms = Some(latency.p99_ms);
+/// Parts 2 to 5 (those selected), on the shared server.
+async fn run_session_parts(
+    plan: &Plan,
+    session: &Session<'_>,
+    notes: &Notes,
+    outcome: &mut Outcome,
+    selection: Selection,
+) {
+    if selection.has(2) {
+        progress(&format!(
+            "2/7 deliveries: {} contacts x {} endpoints",
+            grouped(plan.throughput_contacts),
+            HEALTHY.len()
+        ));
+        let delivered = session.delivery_rate(plan, plan.throughput_contacts).await;
+        let delivered = outcome.keep("2 (deliveries)", delivered);
+        outcome.figures.deliveries_per_s = delivered;
+        outcome.figures.ratio_to_limit =
+            delivered.zip(outcome.figures.raw_limit_per_s).map(|(delivered, limit)| delivered / limit);
     }
 
-    progress(&format!(
-        "5/7 isolation: {} contacts without, then with, an endpoint that never answers",
-        grouped(plan.isolation_contacts)
-    ));
-    let isolation = isolation::measure(plan, session, notes).await;
-    outcome.figures.isolation_ratio = outcome.keep("5 (isolation)", isolation);
+    if selection.has(3) {
+        progress(&format!(
+            "3/7 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
+            plan.single_concurrency,
+            plan.single_window,
+            grouped(plan.bulk_rows)
+        ));
+        let single = api_rates::single_creates(plan, session, notes).await;
+        outcome.figures.api_single_creates_per_s = outcome.keep("3 (single creates)", single);
+        let bulk = api_rates::bulk_rows(plan, session, notes).await;
+        outcome.figures.api_bulk_rows_per_s = outcome.keep("3 (bulk rows)", bulk);
+    }
+
+    if selection.has(4) {
+        progress(&format!("4/7 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
+        if let Some(latency) = outcome.keep("4 (latency)", latency::measure(plan, session, notes).await) {
+            outcome.figures.latency_p50_ms = Some(latency.p50_ms);
+            outcome.figures.latency_p99_ms = Some(latency.p99_ms);
+        }
+    }
+
+    if selection.has(5) {
+        progress(&format!(
+            "5/7 isolation: {} contacts without, then with, an endpoint that never answers",
+            grouped(plan.isolation_contacts)
+        ));
+        let isolation = isolation::measure(plan, session, notes).await;
+        outcome.figures.isolation_ratio = outcome.keep("5 (isolation)", isolation);
+    }
 
     if !outcome.failures.is_empty() {
         eprintln!("{}", session.server.log_tail());
