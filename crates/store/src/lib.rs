@@ -1,8 +1,10 @@
 //! estate-crm's storage: the [`Store`] interface and its embedded SQLite implementation.
 //!
-//! Every change to a record and the events it fires are written in one transaction, together with one
-//! delivery row per endpoint subscribed at that moment (fan-out at commit). That transaction is the
-//! only place where the invariant "an event exists if and only if its change committed" is enforced.
+//! Every change to a record and the events it fires are written in one transaction. That transaction
+//! is the only place where the invariant "an event exists if and only if its change committed" is
+//! enforced. From that commit on, the event is owed to every active endpoint subscribed to it: each
+//! endpoint's cursor in the event log says what it has been given, and a delivery's row is written
+//! when its first attempt ends (see `sqlite/fanout.rs`), so a change costs no row per endpoint.
 //!
 //! The SQLite implementation funnels every write through one writer thread that runs the pending
 //! transactions of many requests as savepoints of one SQLite transaction and commits them together

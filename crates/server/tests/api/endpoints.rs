@@ -4,8 +4,9 @@
 use base64::Engine as _;
 use hyper::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
-use crate::helpers::{Receiver, TestApp};
+use crate::helpers::{Receiver, Reply, TestApp};
 
 /// A URL nothing is sent to in these tests (no record changes while it is saved).
 const QUIET_URL: &str = "https://93.184.216.34/hook";
@@ -297,7 +298,7 @@ async fn an_endpoint_gets_only_events_from_while_it_is_active_and_subscribed() {
     let id =
         app.add_endpoint(json!({"url": receiver.url("/"), "events": "*", "active": false, "max_in_flight": 1})).await;
     let ignored = app.create("contacts", json!({"first_name": "While inactive"})).await;
-    // Deliveries are made in the transaction of the change, so the log is complete already.
+    // What an event owes is settled when it commits, so the log is complete already.
     let log = app.get(&format!("/api/v1/deliveries?endpoint_id={id}")).await;
     assert_eq!(log.body["items"], json!([]), "an inactive endpoint got deliveries");
 
@@ -330,4 +331,39 @@ async fn an_endpoint_gets_only_events_from_while_it_is_active_and_subscribed() {
     assert_eq!(receiver.next().await.json()["data"]["id"], deal["id"]);
     let log = app.get(&format!("/api/v1/deliveries?endpoint_id={id}")).await;
     assert_eq!(log.body["items"].as_array().unwrap().len(), 2, "{}", log.body);
+}
+
+#[tokio::test]
+async fn events_from_before_a_subscription_change_are_still_delivered() {
+    let app = TestApp::spawn().await;
+    // The first attempt is held for a while, and one attempt at a time is allowed, so the second
+    // contact's delivery is still waiting for its first attempt when the subscription changes.
+    let mut receiver = Receiver::answering({
+        let mut n = 0;
+        move |_| {
+            n += 1;
+            let reply = Reply::status(200);
+            if n == 1 { reply.with_delay(Duration::from_millis(500)) } else { reply }
+        }
+    })
+    .await;
+    let id = app.add_endpoint(json!({"url": receiver.url("/"), "events": "*", "max_in_flight": 1})).await;
+    let first = app.create("contacts", json!({"first_name": "First"})).await;
+    assert_eq!(receiver.next().await.json()["data"]["id"], first["id"]);
+    let waiting = app.create("contacts", json!({"first_name": "Waiting"})).await;
+
+    let changed = app.patch(&format!("/api/v1/webhooks/{id}"), json!({"events": "deal.created"})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    // Both are pending in the log: the one whose attempt is in flight and the one waiting.
+    let pending = app.get(&format!("/api/v1/deliveries?endpoint_id={id}&status=pending")).await;
+    assert_eq!(pending.body["items"].as_array().unwrap().len(), 2, "{}", pending.body);
+    app.create("contacts", json!({"first_name": "After the change"})).await;
+    let deal = app.create("deals", json!({"title": "Flat"})).await;
+
+    // The contact committed while it was subscribed arrives, then the deal; the later contact never.
+    assert_eq!(receiver.next().await.json()["data"]["id"], waiting["id"]);
+    assert_eq!(receiver.next().await.json()["data"]["id"], deal["id"]);
+    let settled = app.settled_deliveries().await;
+    assert_eq!(settled.len(), 3, "{settled:?}");
+    assert!(receiver.drain().is_empty());
 }

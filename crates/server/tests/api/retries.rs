@@ -274,6 +274,9 @@ async fn gone_stops_the_attempts_queued_behind_it() {
     // One attempt at a time: each of the others could only start after the 410 came back.
     let after: Vec<String> = gone.drain().iter().map(|r| r.header("webhook-id").to_owned()).collect();
     assert!(after.is_empty(), "after {} answered 410 Gone, attempts went on: {after:?}", first.header("webhook-id"));
+    // The three never attempted stay in the log, pending, as for a paused endpoint.
+    let pending = app.get(&format!("/api/v1/deliveries?endpoint_id={id}&status=pending")).await;
+    assert_eq!(pending.body["items"].as_array().unwrap().len(), 3, "{}", pending.body);
 }
 
 #[tokio::test]

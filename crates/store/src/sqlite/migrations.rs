@@ -104,6 +104,61 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 2: fan-out by cursor (see fanout.rs). A delivery's seq becomes its key, event seq << 20 |
+    // endpoint seq, and its row is written when its first attempt ends; each endpoint's cursor says
+    // up to which event its deliveries have rows. Every event so far has its rows, so cursors start
+    // at the newest event. Events get an index by name (the dispatcher reads an endpoint's events
+    // through it) in place of the one by time, which nothing needed.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN cursor INTEGER NOT NULL DEFAULT 0;
+    UPDATE endpoints SET cursor = (SELECT COALESCE(MAX(seq), 0) FROM events);
+
+    CREATE TABLE deliveries_v2 (
+        seq INTEGER PRIMARY KEY,
+        event_seq INTEGER NOT NULL,
+        endpoint_seq INTEGER,
+        status INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_attempt_at INTEGER,
+        last_duration_ms INTEGER,
+        last_status_code INTEGER,
+        last_error TEXT,
+        last_response BLOB,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    INSERT INTO deliveries_v2
+        SELECT (event_seq << 20) | COALESCE(endpoint_seq, 0), event_seq, endpoint_seq, status, attempts,
+               next_attempt_at, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response,
+               created_at, updated_at
+        FROM deliveries;
+    CREATE TABLE attempts_v2 (
+        delivery_seq INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        response BLOB NOT NULL,
+        PRIMARY KEY (delivery_seq, number)
+    ) WITHOUT ROWID;
+    INSERT INTO attempts_v2
+        SELECT (d.event_seq << 20) | COALESCE(d.endpoint_seq, 0), a.number, a.started_at, a.duration_ms,
+               a.status_code, a.error, a.response
+        FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq;
+    DROP TABLE attempts;
+    ALTER TABLE attempts_v2 RENAME TO attempts;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v2 RENAME TO deliveries;
+    -- Retries and deliveries written as pending: the dispatcher's queue besides the owed ones.
+    CREATE INDEX pending_by_endpoint ON deliveries (endpoint_seq, seq) WHERE status = 0;
+    CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_seq, seq);
+    CREATE INDEX failed_deliveries ON deliveries (seq) WHERE status = 2;
+
+    DROP INDEX events_by_time;
+    CREATE INDEX events_by_name ON events (name, seq);
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction.

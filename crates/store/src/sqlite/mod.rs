@@ -2,6 +2,7 @@
 //! reader connections.
 
 mod auth;
+mod fanout;
 mod migrations;
 mod records;
 mod webhooks;
@@ -89,10 +90,23 @@ impl SqliteStore {
         F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.readers.with(|conn| work(conn, &inner.tag)))
+        tokio::task::spawn_blocking(move || inner.readers.with(|conn| read_snapshot(conn, &inner.tag, work)))
             .await
             .map_err(|err| StoreError::internal("reading", err))?
     }
+}
+
+/// Runs a read in one transaction, so that every statement in it sees the same commit: a delivery
+/// read as owed by one statement and as a row by the next must not be missed by both.
+fn read_snapshot<T>(
+    conn: &Connection,
+    tag: &str,
+    work: impl FnOnce(&Connection, &str) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let snapshot = conn.unchecked_transaction()?;
+    let result = work(&snapshot, tag)?;
+    snapshot.commit()?;
+    Ok(result)
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File, StoreError> {

@@ -6,7 +6,7 @@ use estate_crm_domain::{EventName, FieldErrors, PendingEvent, Record, RecordKind
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use super::webhooks::fan_out;
+use super::webhooks::wake_subscribers;
 use super::writer::WriteCtx;
 use crate::{Actor, BulkOp, EventFilterQuery, Page, PageRequest, StoreError, StoredEvent, ids};
 
@@ -292,8 +292,8 @@ fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: Prepared
     check_references(ctx, actor, borrowed(&prepared.references))?;
     insert_record(ctx, prepared.seq, &prepared.record, &prepared.columns)?;
     for (name, body) in &prepared.events {
-        let event_seq = insert_event(ctx, *name, prepared.now.timestamp(), body)?;
-        fan_out(ctx, *name, event_seq, prepared.now.timestamp_millis())?;
+        insert_event(ctx, *name, prepared.now.timestamp(), body)?;
+        wake_subscribers(ctx, *name)?;
     }
     Ok(prepared.record)
 }
@@ -436,13 +436,13 @@ fn check_references(
     errors.into_result(()).map_err(Failure::Invalid)
 }
 
-/// Stamps, encodes and stores each event, then fans it out to the subscribed endpoints. The body
+/// Stamps, encodes and stores each event, and wakes the endpoints subscribed to it. The body
 /// bytes made here are the ones every attempt sends.
 fn record_events(ctx: &mut WriteCtx<'_>, events: Vec<PendingEvent>, now: Timestamp) -> Result<(), StoreError> {
     for event in events {
         let body = payload::encode(event.name, now, &event.data, &ctx.state.site_url);
-        let event_seq = insert_event(ctx, event.name, now.timestamp(), &body)?;
-        fan_out(ctx, event.name, event_seq, now.timestamp_millis())?;
+        insert_event(ctx, event.name, now.timestamp(), &body)?;
+        wake_subscribers(ctx, event.name)?;
     }
     Ok(())
 }

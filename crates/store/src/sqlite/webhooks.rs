@@ -7,6 +7,7 @@ use estate_crm_domain::{EventName, FieldErrors};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
+use super::fanout;
 use super::records::{insert_event, paginate, parse_cursor};
 use super::writer::{Route, WriteCtx};
 use crate::{
@@ -19,18 +20,15 @@ const SECRET_ROTATION_MS: i64 = 24 * 3600 * 1000;
 const ENDPOINT_PREFIX: &str = "ep";
 const DELIVERY_PREFIX: &str = "msg";
 
-/// One delivery row per active endpoint subscribed to this event, due now.
-pub(super) fn fan_out(ctx: &mut WriteCtx<'_>, event: EventName, event_seq: i64, now_ms: i64) -> Result<(), StoreError> {
+/// Notes the active endpoints subscribed to this event, so that their lanes wake once the change
+/// commits. Nothing is written per endpoint: the event is owed to them through their cursors
+/// (see `fanout`).
+pub(super) fn wake_subscribers(ctx: &mut WriteCtx<'_>, event: EventName) -> Result<(), StoreError> {
     if ctx.state.routes.is_none() {
         ctx.state.routes = Some(load_routes(ctx.tx, &ctx.state.tag)?);
     }
     let routes = ctx.state.routes.as_deref().unwrap_or_default();
-    let mut insert = ctx.tx.prepare_cached(
-        "INSERT INTO deliveries (event_seq, endpoint_seq, status, next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, 0, ?3, ?3, ?3)",
-    )?;
     for route in routes.iter().filter(|r| r.events.matches(event)) {
-        insert.execute(params![event_seq, route.seq, now_ms])?;
         if !ctx.changes.endpoints.contains(&route.id) {
             ctx.changes.endpoints.insert(route.id.clone());
         }
@@ -50,7 +48,7 @@ fn load_routes(conn: &Connection, tag: &str) -> Result<Vec<Route>, StoreError> {
         let (seq, events) = route?;
         let events = EventFilter::parse(&Value::String(events))
             .map_err(|e| StoreError::internal("reading an endpoint's events", e))?;
-        out.push(Route { seq, id: ids::format(ENDPOINT_PREFIX, tag, seq), events });
+        out.push(Route { id: ids::format(ENDPOINT_PREFIX, tag, seq), events });
     }
     Ok(out)
 }
@@ -129,8 +127,8 @@ pub(super) fn create_endpoint(
     ctx.tx
         .prepare_cached(
             "INSERT INTO endpoints (url, events, secret, active, description, retry_schedule, max_in_flight,
-                                    is_primary, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                                    is_primary, created_at, updated_at, cursor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, (SELECT COALESCE(MAX(seq), 0) FROM events))",
         )?
         .execute(params![
             spec.url,
@@ -143,8 +141,15 @@ pub(super) fn create_endpoint(
             primary,
             now,
         ])?;
-    ctx.changes.settings_changed = true;
     let seq = ctx.tx.last_insert_rowid();
+    if seq > fanout::MAX_ENDPOINT_SEQ {
+        // A delivery's key holds its endpoint's seq in 20 bits; seqs are never reused.
+        return Err(StoreError::internal(
+            "creating an endpoint",
+            format!("this database has numbered {} endpoints, the most it can", fanout::MAX_ENDPOINT_SEQ),
+        ));
+    }
+    ctx.changes.settings_changed = true;
     find_endpoint(ctx.tx, &ctx.state.tag, seq)?
         .ok_or_else(|| StoreError::internal("creating an endpoint", "it vanished"))
 }
@@ -201,6 +206,11 @@ fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointP
     }
     if let Some(max) = patch.max_in_flight {
         new.max_in_flight = max;
+    }
+    if new.events != old.events || new.active != old.active {
+        let subscription = fanout::subscription(ctx.tx, seq)?
+            .ok_or_else(|| StoreError::internal("changing an endpoint", "it vanished"))?;
+        fanout::settle_subscription(ctx.tx, &subscription, now)?;
     }
     ctx.tx
         .prepare_cached(
@@ -296,7 +306,75 @@ pub(super) fn list_deliveries(
         ],
         |row| Ok((row.get::<_, i64>(0)?, delivery_from_row(row, tag)?)),
     )?;
-    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+    let mut deliveries = rows.collect::<Result<Vec<_>, _>>()?;
+    if filter.status.is_none_or(|status| status == DeliveryStatus::Pending) {
+        for subscription in fanout::active_subscriptions(conn)? {
+            if endpoint.is_some_and(|seq| seq != subscription.seq) {
+                continue;
+            }
+            deliveries.extend(owed_deliveries(conn, tag, &subscription, filter.event, before, page.limit + 1)?);
+        }
+        deliveries.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+        deliveries.truncate(page.limit + 1);
+    }
+    paginate(deliveries, page.limit)
+}
+
+/// Up to `limit` of an endpoint's owed deliveries with keys below `before`, newest first, as the log
+/// shows them: pending, no attempt yet, due since their event.
+fn owed_deliveries(
+    conn: &Connection,
+    tag: &str,
+    subscription: &fanout::Subscription,
+    event: Option<EventName>,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Delivery)>, StoreError> {
+    let query = fanout::OwedQuery {
+        after: 0,
+        up_to: fanout::split_key(before).0,
+        name: event,
+        newest_first: true,
+        limit,
+        with_body: false,
+    };
+    let mut out = Vec::new();
+    for owed in fanout::owed_events(conn, subscription, &query)? {
+        let key = fanout::delivery_key(owed.seq, subscription.seq);
+        if key < before {
+            out.push((key, owed_delivery(tag, subscription.seq, &owed)?));
+        }
+    }
+    Ok(out)
+}
+
+fn owed_delivery(tag: &str, endpoint_seq: i64, owed: &fanout::OwedEvent) -> Result<Delivery, StoreError> {
+    let event = EventName::parse(&owed.name)
+        .ok_or_else(|| StoreError::internal("reading an event", format!("unknown event {}", owed.name)))?;
+    let created_ms = owed.created_at.saturating_mul(1000);
+    Ok(Delivery {
+        id: ids::format(DELIVERY_PREFIX, tag, fanout::delivery_key(owed.seq, endpoint_seq)),
+        event_id: ids::format("evt", tag, owed.seq),
+        event,
+        endpoint_id: Some(ids::format(ENDPOINT_PREFIX, tag, endpoint_seq)),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: Some(created_ms),
+        last_status_code: None,
+        last_error: None,
+        created_at: created_ms,
+        updated_at: created_ms,
+    })
+}
+
+/// The owed delivery with this key, if it is one: its endpoint is active and subscribed, and its
+/// event is after the cursor with no row.
+fn find_owed(conn: &Connection, key: i64, with_body: bool) -> Result<Option<(i64, fanout::OwedEvent)>, StoreError> {
+    let (event_seq, endpoint_seq) = fanout::split_key(key);
+    let Some(subscription) = fanout::subscription(conn, endpoint_seq)? else {
+        return Ok(None);
+    };
+    Ok(fanout::owed_event(conn, &subscription, event_seq, with_body)?.map(|owed| (endpoint_seq, owed)))
 }
 
 pub(super) fn get_delivery(conn: &Connection, tag: &str, id: &str) -> Result<DeliveryDetail, StoreError> {
@@ -307,7 +385,16 @@ pub(super) fn get_delivery(conn: &Connection, tag: &str, id: &str) -> Result<Del
         ))?
         .query_row([seq], |row| Ok((delivery_from_row(row, tag)?, row.get::<_, Vec<u8>>(11)?)))
         .optional()?;
-    let (delivery, body) = found.ok_or_else(|| StoreError::not_found("no delivery has this id"))?;
+    let Some((delivery, body)) = found else {
+        return match find_owed(conn, seq, true)? {
+            Some((endpoint_seq, owed)) => Ok(DeliveryDetail {
+                delivery: owed_delivery(tag, endpoint_seq, &owed)?,
+                body: Bytes::from(owed.body.unwrap_or_default()),
+                attempts: Vec::new(),
+            }),
+            None => Err(StoreError::not_found("no delivery has this id")),
+        };
+    };
     let mut statement = conn.prepare_cached(
         "SELECT number, started_at, duration_ms, status_code, error, response FROM attempts
          WHERE delivery_seq = ?1 ORDER BY number",
@@ -342,7 +429,13 @@ pub(super) fn retry_delivery(ctx: &mut WriteCtx<'_>, id: &str, now_ms: i64) -> R
     let seq = delivery_seq(&ctx.state.tag, id)?;
     let endpoint: Option<Option<i64>> =
         ctx.tx.query_row("SELECT endpoint_seq FROM deliveries WHERE seq = ?1", [seq], |row| row.get(0)).optional()?;
-    let endpoint = endpoint.ok_or_else(|| StoreError::not_found("no delivery has this id"))?;
+    let Some(endpoint) = endpoint else {
+        // An owed delivery is pending and due already: its first attempt comes in event order.
+        return match find_owed(ctx.tx, seq, false)? {
+            Some((endpoint_seq, _)) => Ok(ids::format(ENDPOINT_PREFIX, &ctx.state.tag, endpoint_seq)),
+            None => Err(StoreError::not_found("no delivery has this id")),
+        };
+    };
     let Some(endpoint) = endpoint else {
         return Err(StoreError::invalid(FieldErrors::single(
             "id",
@@ -379,20 +472,22 @@ pub(super) fn begin_test_delivery(
     let endpoint = endpoint_id.map(|id| endpoint_seq(&ctx.state.tag, id)).transpose()?;
     let now = Utc::now();
     let event_seq = insert_event(ctx, EventName::WebhookTest, now.timestamp(), body)?;
+    let seq = fanout::delivery_key(event_seq, endpoint.unwrap_or(0));
     ctx.tx.execute(
-        "INSERT INTO deliveries (event_seq, endpoint_seq, status, next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, 2, 0, ?3, ?3)",
-        params![event_seq, endpoint, now.timestamp_millis()],
+        "INSERT INTO deliveries (seq, event_seq, endpoint_seq, status, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 2, 0, ?4, ?4)",
+        params![seq, event_seq, endpoint, now.timestamp_millis()],
     )?;
-    let seq = ctx.tx.last_insert_rowid();
     Ok(TestDelivery { seq, id: ids::format(DELIVERY_PREFIX, &ctx.state.tag, seq) })
 }
 
+/// Up to `limit` due deliveries of an endpoint with keys above `after_key`, in key (event) order:
+/// rows due again (retries, deliveries retried by hand) merged with owed first attempts.
 pub(super) fn due_deliveries(
     conn: &Connection,
     tag: &str,
     endpoint_id: &str,
-    after_seq: i64,
+    after_key: i64,
     now_ms: i64,
     limit: usize,
 ) -> Result<Vec<DueDelivery>, StoreError> {
@@ -402,18 +497,40 @@ pub(super) fn due_deliveries(
          WHERE d.endpoint_seq = ?1 AND d.status = 0 AND d.seq > ?2 AND d.next_attempt_at <= ?3
          ORDER BY d.seq LIMIT ?4",
     )?;
-    let rows = statement.query_map(params![endpoint, after_seq, now_ms, limit as i64], |row| {
-        let seq: i64 = row.get(0)?;
+    let rows = statement.query_map(params![endpoint, after_key, now_ms, limit as i64], |row| {
         let name: String = row.get(2)?;
-        Ok(DueDelivery {
-            seq,
-            id: ids::format(DELIVERY_PREFIX, tag, seq),
-            attempts: row.get(1)?,
-            event: EventName::parse(&name).unwrap_or(EventName::WebhookTest),
-            body: Bytes::from(row.get::<_, Vec<u8>>(3)?),
-        })
+        Ok(due_delivery(tag, row.get(0)?, row.get(1)?, &name, row.get(3)?))
     })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let mut due = rows.collect::<Result<Vec<_>, _>>()?;
+    if let Some(subscription) = fanout::subscription(conn, endpoint)?.filter(|s| s.active) {
+        let query = fanout::OwedQuery {
+            after: fanout::split_key(after_key).0,
+            up_to: i64::MAX,
+            name: None,
+            newest_first: false,
+            limit,
+            with_body: true,
+        };
+        for owed in fanout::owed_events(conn, &subscription, &query)? {
+            let key = fanout::delivery_key(owed.seq, endpoint);
+            if key > after_key {
+                due.push(due_delivery(tag, key, 0, &owed.name, owed.body.unwrap_or_default()));
+            }
+        }
+        due.sort_unstable_by_key(|delivery| delivery.seq);
+        due.truncate(limit);
+    }
+    Ok(due)
+}
+
+fn due_delivery(tag: &str, key: i64, attempts: u32, name: &str, body: Vec<u8>) -> DueDelivery {
+    DueDelivery {
+        seq: key,
+        id: ids::format(DELIVERY_PREFIX, tag, key),
+        attempts,
+        event: EventName::parse(name).unwrap_or(EventName::WebhookTest),
+        body: Bytes::from(body),
+    }
 }
 
 pub(super) fn next_due_after(
@@ -432,65 +549,136 @@ pub(super) fn next_due_after(
 
 pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
+    // Endpoints whose owed deliveries got rows: their cursors may move up.
+    let mut first_attempted = std::collections::BTreeSet::new();
     for outcome in outcomes {
         let (status, next_attempt_at) = match &outcome.next {
             NextStep::Succeeded => (DeliveryStatus::Succeeded, 0),
             NextStep::RetryAt(at) => (DeliveryStatus::Pending, *at),
             NextStep::Failed | NextStep::Gone { .. } => (DeliveryStatus::Failed, 0),
         };
-        if outcome.attempt > 1 {
-            // Move the previous attempt into the history before this one takes its place.
-            ctx.tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
-                     SELECT seq, attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
-                     FROM deliveries WHERE seq = ?1 AND attempts = ?2 - 1 AND last_attempt_at IS NOT NULL",
-                )?
-                .execute(params![outcome.delivery_seq, outcome.attempt])?;
-        }
-        let updated = ctx
-            .tx
-            .prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
-                    last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
-                 WHERE seq = ?1 AND attempts = ?3 - 1",
-            )?
-            .execute(params![
-                outcome.delivery_seq,
-                status.code(),
-                outcome.attempt,
-                next_attempt_at,
-                outcome.status_code,
-                outcome.error,
-                now,
-                outcome.started_at,
-                outcome.duration_ms as i64,
-                outcome.response.as_ref()
-            ])?;
-        if updated == 0 {
+        let recorded = if outcome.attempt == 1 {
+            record_first_attempt(ctx.tx, outcome, status, next_attempt_at, now)?
+        } else {
+            record_later_attempt(ctx.tx, outcome, status, next_attempt_at, now)?
+        };
+        if !recorded {
             // Its endpoint was deleted meanwhile, and the delivery with it; or this attempt does not
             // follow the recorded ones (a stale copy), and must not overwrite them.
             continue;
         }
-        if let (NextStep::Gone { reason }, Some(endpoint_id)) = (&outcome.next, &outcome.endpoint_id) {
-            let seq = endpoint_seq(&ctx.state.tag, endpoint_id)?;
+        let (_, endpoint) = fanout::split_key(outcome.delivery_seq);
+        if outcome.attempt == 1 && endpoint != 0 {
+            first_attempted.insert(endpoint);
+        }
+        if let NextStep::Gone { reason } = &outcome.next
+            && let Some(subscription) = fanout::subscription(ctx.tx, endpoint)?
+        {
+            // What it is still owed stays in the log as pending, as if the endpoint were paused.
+            fanout::settle_subscription(ctx.tx, &subscription, now)?;
             ctx.tx.execute(
                 "UPDATE endpoints SET active = 0, disabled_reason = ?2, updated_at = ?3 WHERE seq = ?1",
-                params![seq, reason, now],
+                params![endpoint, reason, now],
             )?;
             ctx.changes.settings_changed = true;
+        }
+    }
+    for endpoint in first_attempted {
+        if let Some(subscription) = fanout::subscription(ctx.tx, endpoint)?.filter(|s| s.active) {
+            fanout::advance_cursor(ctx.tx, &subscription)?;
         }
     }
     Ok(())
 }
 
+/// Writes a delivery's first attempt: a new row for an owed delivery, or the row of one written as
+/// pending (or of a test) that has no attempt yet. False when neither applies: its endpoint is gone,
+/// or another copy of this attempt was recorded first.
+fn record_first_attempt(
+    tx: &Connection,
+    outcome: &Outcome,
+    status: DeliveryStatus,
+    next_attempt_at: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let (event_seq, endpoint) = fanout::split_key(outcome.delivery_seq);
+    let written = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (seq, event_seq, endpoint_seq, status, attempts, next_attempt_at, last_status_code,
+                 last_error, created_at, updated_at, last_attempt_at, last_duration_ms, last_response)
+             SELECT ?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, COALESCE((SELECT created_at * 1000 FROM events WHERE seq = ?2), ?8),
+                 ?8, ?9, ?10, ?11
+             WHERE EXISTS (SELECT 1 FROM endpoints WHERE seq = ?3) OR EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)
+             ON CONFLICT (seq) DO UPDATE SET status = excluded.status, attempts = 1,
+                 next_attempt_at = excluded.next_attempt_at, last_status_code = excluded.last_status_code,
+                 last_error = excluded.last_error, updated_at = excluded.updated_at,
+                 last_attempt_at = excluded.last_attempt_at, last_duration_ms = excluded.last_duration_ms,
+                 last_response = excluded.last_response
+             WHERE deliveries.attempts = 0",
+        )?
+        .execute(params![
+            outcome.delivery_seq,
+            event_seq,
+            (endpoint != 0).then_some(endpoint),
+            status.code(),
+            next_attempt_at,
+            outcome.status_code,
+            outcome.error,
+            now,
+            outcome.started_at,
+            outcome.duration_ms as i64,
+            outcome.response.as_ref()
+        ])?;
+    Ok(written > 0)
+}
+
+/// Writes a retry's outcome over the delivery's latest attempt, moving that one into the history.
+/// False when the attempt does not follow the recorded ones, or the delivery is gone.
+fn record_later_attempt(
+    tx: &Connection,
+    outcome: &Outcome,
+    status: DeliveryStatus,
+    next_attempt_at: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
+         SELECT seq, attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
+         FROM deliveries WHERE seq = ?1 AND attempts = ?2 - 1 AND last_attempt_at IS NOT NULL",
+    )?
+    .execute(params![outcome.delivery_seq, outcome.attempt])?;
+    let updated = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
+                last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
+             WHERE seq = ?1 AND attempts = ?3 - 1",
+        )?
+        .execute(params![
+            outcome.delivery_seq,
+            status.code(),
+            outcome.attempt,
+            next_attempt_at,
+            outcome.status_code,
+            outcome.error,
+            now,
+            outcome.started_at,
+            outcome.duration_ms as i64,
+            outcome.response.as_ref()
+        ])?;
+    Ok(updated > 0)
+}
+
+/// Pending deliveries per endpoint: rows waiting for a retry plus owed first attempts.
 pub(super) fn pending_counts(conn: &Connection, tag: &str) -> Result<Vec<(String, u64)>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT endpoint_seq, COUNT(*) FROM deliveries WHERE status = 0 AND endpoint_seq IS NOT NULL GROUP BY endpoint_seq",
     )?;
-    let rows = statement
-        .query_map([], |row| Ok((ids::format(ENDPOINT_PREFIX, tag, row.get(0)?), row.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as u64)))?;
+    let mut counts: std::collections::BTreeMap<i64, u64> = rows.collect::<Result<_, _>>()?;
+    for subscription in fanout::active_subscriptions(conn)? {
+        *counts.entry(subscription.seq).or_default() += fanout::count_owed(conn, &subscription)?;
+    }
+    Ok(counts.into_iter().map(|(seq, count)| (ids::format(ENDPOINT_PREFIX, tag, seq), count)).collect())
 }
 
 /// Removes, in bounded chunks, finished deliveries last changed before `before_ms`, their attempts,
@@ -506,12 +694,18 @@ pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, Store
     )?;
     ctx.tx.execute("DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM purge_batch)", [])?;
     let deliveries = ctx.tx.execute("DELETE FROM deliveries WHERE seq IN (SELECT seq FROM purge_batch)", [])?;
-    // Deliveries are made in event order, so the oldest delivery left names the oldest event still
-    // referred to; every older event is unreferenced. (Cheaper than an index on `event_seq`.)
+    // Delivery keys sort by event, so the oldest delivery left names the oldest event a row still
+    // refers to; every older event is unreferenced by rows. (Cheaper than an index on `event_seq`.)
+    // Events after an active endpoint's cursor may be owed to it, so they stay; an endpoint owed
+    // nothing has its cursor moved to the newest event first, so that it holds nothing back.
+    for subscription in fanout::active_subscriptions(ctx.tx)? {
+        fanout::advance_cursor(ctx.tx, &subscription)?;
+    }
     let events = ctx.tx.execute(
         "DELETE FROM events WHERE seq IN (
             SELECT seq FROM events WHERE created_at < ?1
               AND seq < COALESCE((SELECT event_seq FROM deliveries ORDER BY seq LIMIT 1), 9223372036854775807)
+              AND seq <= COALESCE((SELECT MIN(cursor) FROM endpoints WHERE active = 1), 9223372036854775807)
             ORDER BY seq LIMIT ?2)",
         params![before_ms / 1000, CHUNK],
     )?;

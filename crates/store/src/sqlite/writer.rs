@@ -29,10 +29,9 @@ pub(crate) struct WriteCtx<'a> {
     pub changes: &'a mut Changes,
 }
 
-/// An endpoint as fan-out needs it.
+/// An active endpoint as waking its lane needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
-    pub seq: i64,
     pub id: String,
     pub events: EventFilter,
 }
@@ -42,7 +41,7 @@ pub(crate) struct WriterState {
     pub tag: String,
     pub site_url: String,
     pub preparer: super::records::Preparer,
-    /// The active endpoints, for fan-out; `None` when they must be read again.
+    /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
 }
 
