@@ -80,9 +80,8 @@ impl Application {
     }
 
     /// Serves until SIGINT or SIGTERM: no new requests, attempts in flight get a few seconds, and
-    /// what did not finish is attempted again after the next start. The API runs on the current
-    /// runtime, the dispatcher and the purge loop on `delivery` (see [`crate::runtimes`]).
-    pub async fn run_until_stopped(self, delivery: &tokio::runtime::Handle) -> anyhow::Result<()> {
+    /// what did not finish is attempted again after the next start.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         // Handlers are in place before the start line: whoever waits for that line to send SIGTERM
         // gets a graceful stop, never the default action.
@@ -90,8 +89,8 @@ impl Application {
         tokio::spawn(signals.cancel_on_first(shutdown.clone()));
         println!("estate-crm listening on http://{}, data in {}", self.address, self.data);
         let _ = std::io::stdout().flush();
-        let dispatcher = delivery.spawn(self.dispatcher.run(shutdown.child_token()));
-        delivery.spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
+        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
+        tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
         let router = routes::router(self.state);
         let served = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -15,7 +15,6 @@ mod extract;
 mod openapi;
 mod rate_limit;
 mod routes;
-pub mod runtimes;
 mod state;
 pub mod telemetry;
 

@@ -9,7 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use estate_crm::config::{Cli, Command};
-use estate_crm::runtimes;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,15 +27,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let config = args.resolve()?;
             estate_crm::telemetry::init(config.log_format_json);
-            let api = runtimes::api()?;
-            let delivery = runtimes::delivery()?;
-            let served = api.block_on(async {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
                 let app = estate_crm::Application::build(config).await?;
-                app.run_until_stopped(delivery.handle()).await
-            });
-            // The dispatcher has finished by now; what is left on its runtime is idle connections.
-            delivery.shutdown_background();
-            served?;
+                app.run_until_stopped().await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

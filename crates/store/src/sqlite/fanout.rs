@@ -73,6 +73,18 @@ pub(super) fn active_subscriptions(conn: &Connection) -> Result<Vec<Subscription
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Runs a read of several statements in one transaction, so that all of them see the same commit:
+/// a delivery read as owed by one statement and as a row by the next must not be missed by both.
+pub(super) fn in_snapshot<T>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let snapshot = conn.unchecked_transaction()?;
+    let result = read(&snapshot)?;
+    snapshot.commit()?;
+    Ok(result)
+}
+
 /// The newest event's seq (0 when there is none).
 pub(super) fn newest_event(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?.query_row([], |row| row.get(0))?)

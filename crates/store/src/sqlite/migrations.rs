@@ -182,3 +182,58 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// A database at schema 1 with two events, two endpoints, deliveries (one test of unsaved
+    /// settings among them) and an earlier attempt.
+    fn version_one() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (name, created_at, body) VALUES ('contact.created', 1, x'7b7d'), ('webhook.test', 2, x'7b7d');
+             INSERT INTO endpoints (url, events, active, max_in_flight, created_at, updated_at)
+                 VALUES ('http://a', '*', 1, 16, 0, 0), ('http://b', '*', 0, 16, 0, 0);
+             INSERT INTO deliveries (event_seq, endpoint_seq, status, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (1, 1, 1, 2, 0, 0, 0), (1, 2, 0, 0, 0, 0, 0), (2, NULL, 2, 1, 0, 0, 0);
+             INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
+                 VALUES (1, 1, 0, 5, 500, NULL, x'');",
+        )
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn version_two_keys_deliveries_by_event_and_endpoint_and_starts_cursors_at_the_newest_event() {
+        let mut conn = version_one();
+        migrate(&mut conn).unwrap();
+
+        let keys: Vec<(i64, Option<i64>, i64)> = conn
+            .prepare("SELECT seq, endpoint_seq, status FROM deliveries ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, vec![((1 << 20) | 1, Some(1), 1), ((1 << 20) | 2, Some(2), 0), (2 << 20, None, 2)]);
+        let attempt: (i64, i64) = conn
+            .query_row("SELECT delivery_seq, number FROM attempts", [], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap();
+        assert_eq!(attempt, ((1 << 20) | 1, 1), "the attempt follows its delivery's new key");
+        let cursors: Vec<i64> = conn
+            .prepare("SELECT cursor FROM endpoints")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(cursors, vec![2, 2], "every event so far already has its rows");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+}

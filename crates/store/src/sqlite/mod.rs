@@ -90,23 +90,10 @@ impl SqliteStore {
         F: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.readers.with(|conn| read_snapshot(conn, &inner.tag, work)))
+        tokio::task::spawn_blocking(move || inner.readers.with(|conn| work(conn, &inner.tag)))
             .await
             .map_err(|err| StoreError::internal("reading", err))?
     }
-}
-
-/// Runs a read in one transaction, so that every statement in it sees the same commit: a delivery
-/// read as owed by one statement and as a row by the next must not be missed by both.
-fn read_snapshot<T>(
-    conn: &Connection,
-    tag: &str,
-    work: impl FnOnce(&Connection, &str) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let snapshot = conn.unchecked_transaction()?;
-    let result = work(&snapshot, tag)?;
-    snapshot.commit()?;
-    Ok(result)
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File, StoreError> {
@@ -302,12 +289,15 @@ impl Store for SqliteStore {
     }
 
     async fn list_deliveries(&self, filter: DeliveryFilter, page: PageRequest) -> Result<Page<Delivery>, StoreError> {
-        self.read(move |conn, tag| webhooks::list_deliveries(conn, tag, &filter, &page)).await
+        self.read(move |conn, tag| {
+            fanout::in_snapshot(conn, |conn| webhooks::list_deliveries(conn, tag, &filter, &page))
+        })
+        .await
     }
 
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn, tag| webhooks::get_delivery(conn, tag, &id)).await
+        self.read(move |conn, tag| fanout::in_snapshot(conn, |conn| webhooks::get_delivery(conn, tag, &id))).await
     }
 
     async fn retry_delivery(&self, id: &str, now_ms: i64) -> Result<String, StoreError> {
@@ -346,7 +336,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.read(webhooks::pending_counts).await
+        self.read(|conn, tag| fanout::in_snapshot(conn, |conn| webhooks::pending_counts(conn, tag))).await
     }
 
     async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {

@@ -483,6 +483,10 @@ pub(super) fn begin_test_delivery(
 
 /// Up to `limit` due deliveries of an endpoint with keys above `after_key`, in key (event) order:
 /// rows due again (retries, deliveries retried by hand) merged with owed first attempts.
+///
+/// The two statements need not share a snapshot: a row written between them is one whose first
+/// attempt just ended, so it is not due now, and the lane that made it has its retry time. Rows are
+/// read first, so no delivery can be read twice.
 pub(super) fn due_deliveries(
     conn: &Connection,
     tag: &str,
