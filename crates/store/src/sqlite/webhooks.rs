@@ -143,11 +143,16 @@ pub(super) fn create_endpoint(
         ])?;
     let seq = ctx.tx.last_insert_rowid();
     if seq > fanout::MAX_ENDPOINT_SEQ {
-        // A delivery's key holds its endpoint's seq in 20 bits; seqs are never reused.
-        return Err(StoreError::internal(
-            "creating an endpoint",
-            format!("this database has numbered {} endpoints, the most it can", fanout::MAX_ENDPOINT_SEQ),
-        ));
+        // A delivery's key holds its endpoint's seq in 20 bits; seqs are never reused. The savepoint
+        // is rolled back, so nothing of this endpoint stays.
+        return Err(StoreError::conflict(FieldErrors::single(
+            "url",
+            format!(
+                "this database has numbered {} endpoints over its life, the most it can; \
+                 change an existing endpoint instead",
+                fanout::MAX_ENDPOINT_SEQ
+            ),
+        )));
     }
     ctx.changes.settings_changed = true;
     find_endpoint(ctx.tx, &ctx.state.tag, seq)?
