@@ -207,6 +207,31 @@ async fn every_bad_row_is_named_at_once() {
 }
 
 #[tokio::test]
+async fn a_large_bulk_is_all_or_nothing_and_names_bad_rows_far_apart() {
+    let app = TestApp::spawn().await;
+    // Large requests are prepared in runs that the writer takes as they come: bad rows in the first
+    // and in a late run are both named, and the good rows of the runs between are not kept.
+    let mut rows: Vec<Value> =
+        (0..2_500).map(|n| json!({"first_name": "Row", "email": format!("row-{n}@example.com")})).collect();
+    rows[3] = json!({"first_name": "Row", "email": "not an email"});
+    rows[2_222] = json!({"first_name": "Row", "preferences": {"beds": "many"}});
+    let fields = ["create[3].email", "create[2222].preferences.beds"];
+    check_refused(&app, "contacts", json!({"create": rows.clone()}), StatusCode::UNPROCESSABLE_ENTITY, &fields).await;
+    // A duplicate email found by the writer late in the request undoes the rows written before it.
+    rows[3] = json!({"first_name": "Row", "email": "row-3@example.com"});
+    rows[2_222] = json!({"first_name": "Row", "email": "ROW-7@example.com"});
+    check_refused(&app, "contacts", json!({"create": rows.clone()}), StatusCode::CONFLICT, &["create[2222].email"])
+        .await;
+    rows[2_222] = json!({"first_name": "Row"});
+    let ids = ids_of(&bulk(&app, "contacts", json!({"create": rows})).await);
+    assert_eq!(ids.len(), 2_500);
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 2_500, "every row has its own id");
+}
+
+#[tokio::test]
 async fn a_duplicate_email_within_a_bulk_is_a_conflict() {
     let app = TestApp::spawn().await;
     let existing = app.create("contacts", json!({"email": "taken@example.com"})).await;

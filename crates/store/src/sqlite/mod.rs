@@ -2,6 +2,7 @@
 //! reader connections.
 
 mod auth;
+mod checkpoint;
 mod fanout;
 mod migrations;
 mod records;
@@ -23,6 +24,11 @@ use writer::{Writer, WriterState};
 
 /// How many idle reader connections are kept open.
 const IDLE_READERS: usize = 8;
+/// How many bulk rows are prepared at a time: small enough that the writer starts soon after the
+/// request does, large enough that handing runs over costs nothing worth measuring.
+const PREPARE_RUN_ROWS: usize = 500;
+/// How many prepared runs may wait for the writer (a bound on the memory a bulk request holds).
+const PREPARED_RUNS_AHEAD: usize = 4;
 
 /// Where the database lives and what its payloads say.
 #[derive(Debug, Clone)]
@@ -74,7 +80,9 @@ impl SqliteStore {
             preparer: preparer.clone(),
             routes: None,
         };
-        let writer = Writer::start(conn, state, feed.clone());
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WAL_LIMIT_PAGES)?;
+        let checkpointer = checkpoint::Checkpointer::start(open_connection(&path, false)?)?;
+        let writer = Writer::start(conn, state, feed.clone(), checkpointer);
         let readers = Readers { path, idle: Mutex::new(Vec::new()) };
         Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, preparer, _lock: lock }) })
     }
@@ -202,13 +210,21 @@ impl Store for SqliteStore {
         let actor = actor.clone();
         match op {
             BulkOp::Create(rows) if kind != RecordKind::Enquiry => {
-                // Validating and encoding thousands of rows is CPU work: keep it off the async workers.
+                // Validating and encoding thousands of rows is CPU work: it runs on a blocking thread,
+                // in runs that the writer inserts as they come, so that preparing and writing overlap.
+                let expected = rows.len();
+                let (runs, prepared) = std::sync::mpsc::sync_channel(PREPARED_RUNS_AHEAD);
                 let preparer = self.inner.preparer.clone();
                 let rows_actor = actor.clone();
-                let prepared = tokio::task::spawn_blocking(move || preparer.prepare_rows(&rows_actor, kind, &rows))
-                    .await
-                    .map_err(|err| StoreError::internal("preparing rows", err))?;
-                self.inner.writer.run(move |ctx| records::insert_prepared_rows(ctx, &actor, prepared)).await
+                tokio::task::spawn_blocking(move || {
+                    for (n, run) in rows.chunks(PREPARE_RUN_ROWS).enumerate() {
+                        let run = preparer.prepare_rows(&rows_actor, kind, run, n * PREPARE_RUN_ROWS);
+                        if runs.send(run).is_err() {
+                            return; // The writer stopped reading: the request failed.
+                        }
+                    }
+                });
+                self.inner.writer.run(move |ctx| records::insert_prepared_rows(ctx, &actor, prepared, expected)).await
             }
             op => self.inner.writer.run(move |ctx| records::bulk(ctx, &actor, kind, op)).await,
         }

@@ -254,29 +254,36 @@ impl Preparer {
         Ok(PreparedRecord { seq, columns: RowColumns::of(&record), references, record, events, now })
     }
 
-    /// Prepares bulk rows. Invalid rows are named after their index (`create[3].email`) and travel
-    /// with the valid ones, so that the writer can add the rows whose references are missing and the
-    /// answer names every bad row at once.
-    pub fn prepare_rows(&self, actor: &Actor, kind: RecordKind, rows: &[Value]) -> PreparedRows {
-        let mut invalid = FieldErrors::new();
+    /// Prepares a run of bulk rows, the first of which has index `first_index` in the request.
+    /// Invalid rows travel with the valid ones, so that the writer can add the rows whose references
+    /// are missing and the answer names every bad row at once (`create[3].email`).
+    pub fn prepare_rows(&self, actor: &Actor, kind: RecordKind, rows: &[Value], first_index: usize) -> PreparedRows {
+        let mut invalid = Vec::new();
         let mut prepared = Vec::with_capacity(rows.len());
-        for (index, row) in rows.iter().enumerate() {
+        for (index, row) in (first_index..).zip(rows) {
             match self.prepare(actor, kind, row) {
                 Ok(mut record) => {
                     record.record.fields = Map::new();
                     prepared.push((index, record));
                 }
-                Err(row_errors) => invalid.absorb(&format!("create[{index}]"), row_errors),
+                Err(row_errors) => invalid.push((index, row_errors)),
             }
         }
         PreparedRows { rows: prepared, invalid }
     }
 }
 
-/// Bulk rows after preparation: the valid ones with their index, and the errors of the others.
+/// A run of bulk rows after preparation: the valid ones and the errors of the others, each with its
+/// index in the request.
 pub(crate) struct PreparedRows {
     rows: Vec<(usize, PreparedRecord)>,
-    invalid: FieldErrors,
+    invalid: Vec<(usize, FieldErrors)>,
+}
+
+impl PreparedRows {
+    fn len(&self) -> usize {
+        self.rows.len() + self.invalid.len()
+    }
 }
 
 /// Writes a prepared record and its events.
@@ -299,25 +306,40 @@ fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: Prepared
 }
 
 /// Writes prepared bulk rows, all or nothing; a conflict or a missing reference names its row.
+/// Writes bulk rows as their runs arrive, all or nothing: `expected` rows in all, or the job fails.
 pub(super) fn insert_prepared_rows(
     ctx: &mut WriteCtx<'_>,
     actor: &Actor,
-    prepared: PreparedRows,
+    runs: impl IntoIterator<Item = PreparedRows>,
+    expected: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let mut failures = RowFailures { invalid: prepared.invalid, ..RowFailures::default() };
-    let mut ids = Vec::with_capacity(prepared.rows.len());
-    for (index, row) in prepared.rows {
-        if !failures.invalid.is_empty() {
-            // The job fails anyway: only look for more bad rows.
-            if let Err(failure) = check_references(ctx, actor, borrowed(&row.references)) {
-                failures.add(&format!("create[{index}]"), failure);
+    let mut failures = RowFailures::default();
+    let mut ids = Vec::with_capacity(expected);
+    let mut seen = 0;
+    for run in runs {
+        seen += run.len();
+        for (index, errors) in run.invalid {
+            failures.invalid.absorb(&format!("create[{index}]"), errors);
+        }
+        for (index, row) in run.rows {
+            if !failures.invalid.is_empty() {
+                // The job fails anyway: only look for more bad rows.
+                if let Err(failure) = check_references(ctx, actor, borrowed(&row.references)) {
+                    failures.add(&format!("create[{index}]"), failure);
+                }
+                continue;
             }
-            continue;
+            match insert_one_prepared(ctx, actor, row) {
+                Ok(record) => ids.push(record.id),
+                Err(failure) => failures.add(&format!("create[{index}]"), failure),
+            }
         }
-        match insert_one_prepared(ctx, actor, row) {
-            Ok(record) => ids.push(record.id),
-            Err(failure) => failures.add(&format!("create[{index}]"), failure),
-        }
+    }
+    if seen != expected {
+        return Err(StoreError::internal(
+            "preparing bulk rows",
+            format!("only {seen} of {expected} rows were prepared"),
+        ));
     }
     failures.into_result()?;
     Ok(ids)

@@ -11,6 +11,7 @@ use estate_crm_domain::webhook::EventFilter;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use crate::{ChangeFeed, Changes, StoreError};
 
 /// How many requests one commit may carry. Bounds the latency a request waits behind others.
@@ -52,11 +53,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, state: WriterState, feed: Arc<ChangeFeed>) -> Writer {
+    pub fn start(conn: Connection, state: WriterState, feed: Arc<ChangeFeed>, checkpointer: Checkpointer) -> Writer {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("estate-crm-writer".into())
-            .spawn(move || run(conn, state, jobs, &feed))
+            .spawn(move || run(conn, state, jobs, &feed, &checkpointer))
             .expect("the operating system refused to start the writer thread");
         Writer { queue }
     }
@@ -106,7 +107,13 @@ fn in_savepoint<T>(
     result
 }
 
-fn run(mut conn: Connection, mut state: WriterState, mut jobs: mpsc::Receiver<Job>, feed: &ChangeFeed) {
+fn run(
+    mut conn: Connection,
+    mut state: WriterState,
+    mut jobs: mpsc::Receiver<Job>,
+    feed: &ChangeFeed,
+    checkpointer: &Checkpointer,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -120,6 +127,7 @@ fn run(mut conn: Connection, mut state: WriterState, mut jobs: mpsc::Receiver<Jo
         let committed = commit_batch(&mut conn, &mut state, &mut batch, &mut changes);
         if committed.is_ok() {
             feed.publish(changes);
+            checkpointer.hint();
         } else {
             state.routes = None;
         }

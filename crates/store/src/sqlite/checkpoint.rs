@@ -1,0 +1,60 @@
+//! Checkpoints on a thread of their own.
+//!
+//! In WAL mode a commit appends pages to the log, and a checkpoint copies them into the database
+//! file and syncs it. By default SQLite runs that checkpoint inside whichever commit takes the log
+//! past 1,000 pages, on the writer thread: a 10,000-row import crossed it on every commit and spent
+//! about a quarter of its time there. Here a checkpointer thread with its own connection runs a
+//! PASSIVE checkpoint, which never waits for or blocks the writer or the readers, soon after commits.
+//! The writer still checkpoints by itself once the log reaches [`WAL_LIMIT_PAGES`], so the log stays
+//! bounded if the checkpointer ever falls behind.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// The log size (in pages, 64 MiB at the default 4 KiB) at which the writer checkpoints itself.
+pub(super) const WAL_LIMIT_PAGES: i64 = 16_384;
+/// The least time between two checkpoints: each one syncs the database file, so their rate is
+/// bounded however often commits come.
+const PAUSE: Duration = Duration::from_millis(50);
+
+/// The handle the writer uses to ask for a checkpoint.
+pub(super) struct Checkpointer {
+    hint: SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// Starts the checkpointer thread on `conn`; it stops when the handle is dropped.
+    pub fn start(conn: Connection) -> Result<Checkpointer, StoreError> {
+        // One pending hint is enough: a checkpoint takes in every commit made before it.
+        let (hint, hints) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("estate-crm-checkpoint".into())
+            .spawn(move || run(&conn, &hints))
+            .map_err(|err| StoreError::internal("starting the checkpoint thread", err))?;
+        Ok(Checkpointer { hint })
+    }
+
+    /// Asks for a checkpoint soon. Never blocks.
+    pub fn hint(&self) {
+        match self.hint.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => {
+                // The thread stopped; the writer's own checkpoints at the limit still bound the log.
+            }
+        }
+    }
+}
+
+fn run(conn: &Connection, hints: &Receiver<()>) {
+    while hints.recv().is_ok() {
+        // PASSIVE copies what no reader still needs and gives up on the rest until next time.
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "a checkpoint failed; the next commit asks again");
+        }
+        std::thread::sleep(PAUSE);
+    }
+}
