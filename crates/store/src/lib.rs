@@ -120,4 +120,6 @@ pub trait Store: Send + Sync + 'static {
     /// The feed of committed changes the dispatcher waits on: which endpoints got new deliveries or
     /// deliveries due again, and whether endpoint settings changed.
     fn changes(&self) -> &ChangeFeed;
+    /// The bulk imports running now, which deliveries make way for.
+    fn imports(&self) -> &ImportGauge;
 }

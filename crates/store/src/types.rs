@@ -479,3 +479,50 @@ impl ChangeFeed {
         }
     }
 }
+
+/// How many bulk imports are being prepared and written right now.
+///
+/// The dispatcher holds back its next reads while one is (see the webhooks crate), so that on a
+/// small machine an import gets the CPU first and its webhooks follow at once; attempts in flight
+/// go on, and the wait is bounded, so deliveries keep moving under back-to-back imports.
+#[derive(Debug)]
+pub struct ImportGauge {
+    running: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for ImportGauge {
+    fn default() -> Self {
+        ImportGauge { running: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+impl ImportGauge {
+    /// Counts an import as running until the guard is dropped.
+    pub fn start(&self) -> ImportGuard<'_> {
+        self.running.send_modify(|running| *running += 1);
+        ImportGuard { gauge: self }
+    }
+
+    /// Whether an import is running.
+    pub fn busy(&self) -> bool {
+        *self.running.borrow() > 0
+    }
+
+    /// Returns once no import is running, or after `at_most`.
+    pub async fn wait_idle(&self, at_most: std::time::Duration) {
+        let mut running = self.running.subscribe();
+        let _ = tokio::time::timeout(at_most, running.wait_for(|&running| running == 0)).await;
+    }
+}
+
+/// An import in progress, see [`ImportGauge::start`].
+#[derive(Debug)]
+pub struct ImportGuard<'a> {
+    gauge: &'a ImportGauge,
+}
+
+impl Drop for ImportGuard<'_> {
+    fn drop(&mut self) {
+        self.gauge.running.send_modify(|running| *running = running.saturating_sub(1));
+    }
+}

@@ -7,7 +7,9 @@
 //!
 //! A lane wakes when the store reports new deliveries for its endpoint (right after the commit that
 //! made them: no polling delay), when a retry it scheduled comes due, or when deliveries were retried
-//! by hand. No database transaction is open while a request is in flight: reads are single
+//! by hand. While a bulk import is being written, lanes hold back their next read for up to
+//! [`IMPORT_YIELD`]: on a two-core box the import and its own webhooks otherwise split the CPU, and
+//! the import, which a person is waiting for, would take twice as long. No database transaction is open while a request is in flight: reads are single
 //! statements and outcomes go through the store's writer afterwards.
 //!
 //! A delivery stays `pending` in the database until its outcome is committed, so a crash at any point
@@ -44,6 +46,10 @@ const DOWN_AFTER: u32 = 20;
 const PROBE_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between probes of a down endpoint.
 const PROBE_MAX: Duration = Duration::from_secs(10);
+/// How long a lane holds back its next read while a bulk import is being written. An import of
+/// 10,000 rows takes about a tenth of a second here; waiting longer than this keeps deliveries
+/// moving (a batch per wait) under imports that follow each other without a break.
+const IMPORT_YIELD: Duration = Duration::from_millis(250);
 
 /// How the dispatcher behaves.
 #[derive(Debug, Clone)]
@@ -301,6 +307,15 @@ impl LaneWorker {
             } else {
                 probe_wait = PROBE_FIRST;
             }
+            // A bulk import takes the CPU first on a small machine; its webhooks follow at once. After
+            // a wait, the batch read next is sent whatever happens, so deliveries always move.
+            let waited_for_import = self.shared.store.imports().busy();
+            if waited_for_import {
+                tokio::select! {
+                    _ = self.shared.store.imports().wait_idle(IMPORT_YIELD) => {}
+                    _ = self.stop.cancelled() => break,
+                }
+            }
             if self.signal.rescan.swap(false, Ordering::Relaxed) {
                 cursor = 0;
                 rescanning = true;
@@ -316,6 +331,8 @@ impl LaneWorker {
                 }
             };
             let caught_up = due.len() < batch;
+            // Set when an import began while this batch was being started: read again after it.
+            let mut made_way = false;
             for delivery in due {
                 cursor = delivery.seq;
                 if !self.signal.claim(delivery.seq) {
@@ -329,11 +346,16 @@ impl LaneWorker {
                     }
                 };
                 let probing = batch == 1;
-                if self.signal.gone.load(Ordering::Acquire) || (self.signal.endpoint_is_down() && !probing) {
+                let making_way = !waited_for_import && self.shared.store.imports().busy();
+                if self.signal.gone.load(Ordering::Acquire)
+                    || (self.signal.endpoint_is_down() && !probing)
+                    || making_way
+                {
                     drop(permit);
                     self.signal.unclaim(delivery.seq);
                     // Read it again next time: it was not attempted.
                     cursor = delivery.seq - 1;
+                    made_way = making_way;
                     break;
                 }
                 // The attempt uses the endpoint's URL and secret as they are when it starts.
@@ -347,7 +369,7 @@ impl LaneWorker {
                 self.stop.cancelled().await;
                 break;
             }
-            if !caught_up {
+            if !caught_up || made_way {
                 continue;
             }
             if rescanning {
@@ -543,6 +565,16 @@ fn outcome_label(next: &NextStep) -> &'static str {
 async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Recorded>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        // The writer serves an import first; these outcomes wait a little and go in one commit.
+        store.imports().wait_idle(IMPORT_YIELD).await;
+        if batch.len() < RECORD_BATCH {
+            while let Ok(recorded) = queue.try_recv() {
+                batch.push(recorded);
+                if batch.len() == RECORD_BATCH {
+                    break;
+                }
+            }
+        }
         let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
         let mut tries = 0;
         while let Err(err) = store.record_outcomes(outcomes.clone()).await {

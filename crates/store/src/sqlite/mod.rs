@@ -50,6 +50,7 @@ struct Inner {
     readers: Readers,
     tag: String,
     feed: Arc<ChangeFeed>,
+    imports: ImportGauge,
     preparer: records::Preparer,
     /// Held for the store's life: one server per data directory.
     _lock: File,
@@ -84,7 +85,8 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(open_connection(&path, false)?)?;
         let writer = Writer::start(conn, state, feed.clone(), checkpointer);
         let readers = Readers { path, idle: Mutex::new(Vec::new()) };
-        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, preparer, _lock: lock }) })
+        let imports = ImportGauge::default();
+        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, imports, preparer, _lock: lock }) })
     }
 
     /// The database file's path.
@@ -208,6 +210,7 @@ impl Store for SqliteStore {
 
     async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError> {
         let actor = actor.clone();
+        let _importing = self.inner.imports.start();
         match op {
             BulkOp::Create(rows) if kind != RecordKind::Enquiry => {
                 // Validating and encoding thousands of rows is CPU work: it runs on a blocking thread,
@@ -365,5 +368,9 @@ impl Store for SqliteStore {
 
     fn changes(&self) -> &ChangeFeed {
         &self.inner.feed
+    }
+
+    fn imports(&self) -> &ImportGauge {
+        &self.inner.imports
     }
 }

@@ -512,12 +512,15 @@ pub(super) fn due_deliveries(
     })?;
     let mut due = rows.collect::<Result<Vec<_>, _>>()?;
     if let Some(subscription) = fanout::subscription(conn, endpoint)?.filter(|s| s.active) {
+        // The event of `after_key` itself may still owe this endpoint (a lane that put a delivery
+        // back reads again from just before its key), so the read starts at that event, one more
+        // is read in case it is `after_key`'s own, and keys are compared below.
         let query = fanout::OwedQuery {
-            after: fanout::split_key(after_key).0,
+            after: fanout::split_key(after_key).0 - 1,
             up_to: i64::MAX,
             name: None,
             newest_first: false,
-            limit,
+            limit: limit + 1,
             with_body: true,
         };
         for owed in fanout::owed_events(conn, &subscription, &query)? {
