@@ -255,3 +255,23 @@ async fn a_down_endpoint_keeps_its_deliveries_attempts_until_it_is_back() {
     }
     assert_eq!(arrived.len(), succeeded, "each succeeded delivery arrived, once per webhook-id");
 }
+
+#[tokio::test]
+async fn deliveries_keep_moving_and_keep_their_order_under_back_to_back_imports() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    // One attempt at a time: every import that starts while deliveries are being sent makes the lane
+    // put its next delivery back and read it again afterwards.
+    app.add_endpoint(json!({"url": receiver.url("/"), "max_in_flight": 1})).await;
+    let mut created = Vec::new();
+    for _ in 0..6 {
+        created.extend(bulk_contacts(&app, 300).await);
+    }
+    let mut arrived = Vec::with_capacity(created.len());
+    while arrived.len() < created.len() {
+        arrived.push(contact_id(&receiver.next().await));
+    }
+    assert_eq!(arrived, created, "each contact once, in the order they were created");
+    app.settled_deliveries().await;
+    assert!(receiver.drain().is_empty(), "a delivery was sent twice");
+}
