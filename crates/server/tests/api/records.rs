@@ -673,3 +673,24 @@ async fn data_survives_a_kill() {
     let app = app.kill_and_restart().await;
     check_survived(&app, &records, &deleted, &events).await;
 }
+
+#[tokio::test]
+async fn the_id_of_a_deleted_record_is_never_given_again_even_after_a_restart() {
+    let app = TestApp::spawn().await;
+    let mut seen = Vec::new();
+    for name in ["A", "B"] {
+        seen.push(app.create("contacts", json!({"first_name": name})).await["id"].as_str().unwrap().to_owned());
+    }
+    // The newest record goes, and the server restarts, crashing once and stopping cleanly once.
+    let deleted = app.delete(&format!("/api/v1/contacts/{}", seen[1])).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    let app = app.kill_and_restart().await;
+    let later = app.create("contacts", json!({"first_name": "C"})).await["id"].as_str().unwrap().to_owned();
+    assert!(!seen.contains(&later), "{later} was given before: {seen:?}");
+    seen.push(later.clone());
+    let deleted = app.delete(&format!("/api/v1/contacts/{later}")).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    let app = app.restart().await;
+    let last = app.create("contacts", json!({"first_name": "D"})).await["id"].as_str().unwrap().to_owned();
+    assert!(!seen.contains(&last), "{last} was given before: {seen:?}");
+}

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use estate_crm_domain::{Record, RecordKind};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::*;
@@ -66,10 +66,14 @@ impl SqliteStore {
         migrations::migrate(&mut conn)?;
         let tag = database_tag(&conn)?;
         let feed = Arc::new(ChangeFeed::default());
-        let last_seq: i64 = conn
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'records'", [], |row| row.get(0))
-            .optional()?
-            .unwrap_or(0);
+        // The highest record seq ever handed out that anyone may have seen: the newest record's, or
+        // a deleted one's (see `records::delete_one`).
+        let last_seq: i64 = conn.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM records), 0),
+                        COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'records_seq'), 0))",
+            [],
+            |row| row.get(0),
+        )?;
         let preparer = records::Preparer {
             tag: tag.clone(),
             site_url: config.site_url.clone(),

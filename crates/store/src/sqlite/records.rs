@@ -406,6 +406,15 @@ fn update_one(
 fn delete_one(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str) -> Result<Vec<PendingEvent>, Failure> {
     let (seq, old) = find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.ok_or(Failure::NotFound)?;
     ctx.tx.prepare_cached("DELETE FROM records WHERE seq = ?1")?.execute([seq])?;
+    // Seqs are never handed out twice: if this was the newest record, the next start must still
+    // count from it (the records table alone would forget it).
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('records_seq', CAST(?1 AS TEXT))
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value
+             WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+        )?
+        .execute([seq])?;
     Ok(change::events_on_delete(&old))
 }
 

@@ -709,7 +709,8 @@ pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, Store
     // Delivery keys sort by event, so the oldest delivery left names the oldest event a row still
     // refers to; every older event is unreferenced by rows. (Cheaper than an index on `event_seq`.)
     // Events after an active endpoint's cursor may be owed to it, so they stay; an endpoint owed
-    // nothing has its cursor moved to the newest event first, so that it holds nothing back.
+    // nothing has its cursor moved to the newest event first, so that it holds nothing back. The
+    // newest event always stays: the next event's seq follows it, and seqs must never come back.
     for subscription in fanout::active_subscriptions(ctx.tx)? {
         fanout::advance_cursor(ctx.tx, &subscription)?;
     }
@@ -718,6 +719,7 @@ pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, Store
             SELECT seq FROM events WHERE created_at < ?1
               AND seq < COALESCE((SELECT event_seq FROM deliveries ORDER BY seq LIMIT 1), 9223372036854775807)
               AND seq <= COALESCE((SELECT MIN(cursor) FROM endpoints WHERE active = 1), 9223372036854775807)
+              AND seq < (SELECT MAX(seq) FROM events)
             ORDER BY seq LIMIT ?2)",
         params![before_ms / 1000, CHUNK],
     )?;
