@@ -614,33 +614,22 @@ fn record_first_attempt(
     now: i64,
 ) -> Result<bool, StoreError> {
     let (event_seq, endpoint) = fanout::split_key(outcome.delivery_seq);
-    let written = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (seq, event_seq, endpoint_seq, status, attempts, next_attempt_at, last_status_code,
-                 last_error, created_at, updated_at, last_attempt_at, last_duration_ms, last_response)
-             SELECT ?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, COALESCE((SELECT created_at * 1000 FROM events WHERE seq = ?2), ?8),
-                 ?8, ?9, ?10, ?11
-             WHERE EXISTS (SELECT 1 FROM endpoints WHERE seq = ?3) OR EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)
-             ON CONFLICT (seq) DO UPDATE SET status = excluded.status, attempts = 1,
-                 next_attempt_at = excluded.next_attempt_at, last_status_code = excluded.last_status_code,
-                 last_error = excluded.last_error, updated_at = excluded.updated_at,
-                 last_attempt_at = excluded.last_attempt_at, last_duration_ms = excluded.last_duration_ms,
-                 last_response = excluded.last_response
-             WHERE deliveries.attempts = 0",
-        )?
-        .execute(params![
-            outcome.delivery_seq,
-            event_seq,
-            (endpoint != 0).then_some(endpoint),
-            status.code(),
-            next_attempt_at,
-            outcome.status_code,
-            outcome.error,
-            now,
-            outcome.started_at,
-            outcome.duration_ms as i64,
-            outcome.response.as_ref()
-        ])?;
+    let written = execute_with_attempt(
+        tx,
+        "INSERT INTO deliveries (seq, status, attempts, next_attempt_at, last_status_code, last_error, updated_at,
+             last_attempt_at, last_duration_ms, last_response, event_seq, endpoint_seq, created_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+             COALESCE((SELECT created_at * 1000 FROM events WHERE seq = ?11), ?7)
+         WHERE EXISTS (SELECT 1 FROM endpoints WHERE seq = ?12) OR EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)
+         ON CONFLICT (seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+             next_attempt_at = excluded.next_attempt_at, last_status_code = excluded.last_status_code,
+             last_error = excluded.last_error, updated_at = excluded.updated_at,
+             last_attempt_at = excluded.last_attempt_at, last_duration_ms = excluded.last_duration_ms,
+             last_response = excluded.last_response
+         WHERE deliveries.attempts = 0",
+        (outcome, status, next_attempt_at, now),
+        &[&event_seq, &(endpoint != 0).then_some(endpoint)],
+    )?;
     Ok(written > 0)
 }
 
@@ -659,25 +648,40 @@ fn record_later_attempt(
          FROM deliveries WHERE seq = ?1 AND attempts = ?2 - 1 AND last_attempt_at IS NOT NULL",
     )?
     .execute(params![outcome.delivery_seq, outcome.attempt])?;
-    let updated = tx
-        .prepare_cached(
-            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
-                last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
-             WHERE seq = ?1 AND attempts = ?3 - 1",
-        )?
-        .execute(params![
-            outcome.delivery_seq,
-            status.code(),
-            outcome.attempt,
-            next_attempt_at,
-            outcome.status_code,
-            outcome.error,
-            now,
-            outcome.started_at,
-            outcome.duration_ms as i64,
-            outcome.response.as_ref()
-        ])?;
+    let updated = execute_with_attempt(
+        tx,
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
+            last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
+         WHERE seq = ?1 AND attempts = ?3 - 1",
+        (outcome, status, next_attempt_at, now),
+        &[],
+    )?;
     Ok(updated > 0)
+}
+
+/// Runs `sql` with an attempt's columns bound as ?1 to ?10 (delivery seq, status, attempt number,
+/// next attempt, status code, error, now, start, duration, response) and `more` from ?11 on.
+fn execute_with_attempt(
+    tx: &Connection,
+    sql: &str,
+    (outcome, status, next_attempt_at, now): (&Outcome, DeliveryStatus, i64, i64),
+    more: &[&dyn rusqlite::ToSql],
+) -> Result<usize, StoreError> {
+    let duration_ms = outcome.duration_ms as i64;
+    let attempt: [&dyn rusqlite::ToSql; 10] = [
+        &outcome.delivery_seq,
+        &status.code(),
+        &outcome.attempt,
+        &next_attempt_at,
+        &outcome.status_code,
+        &outcome.error,
+        &now,
+        &outcome.started_at,
+        &duration_ms,
+        &outcome.response.as_ref(),
+    ];
+    let all: Vec<&dyn rusqlite::ToSql> = attempt.iter().chain(more).copied().collect();
+    Ok(tx.prepare_cached(sql)?.execute(all.as_slice())?)
 }
 
 /// Pending deliveries per endpoint: rows waiting for a retry plus owed first attempts.
