@@ -9,8 +9,9 @@
 //! made them: no polling delay), when a retry it scheduled comes due, or when deliveries were retried
 //! by hand. While a bulk import is being written, lanes hold back their next read for up to
 //! [`IMPORT_YIELD`]: on a two-core box the import and its own webhooks otherwise split the CPU, and
-//! the import, which a person is waiting for, would take twice as long. No database transaction is open while a request is in flight: reads are single
-//! statements and outcomes go through the store's writer afterwards.
+//! the import, which a person is waiting for, would take twice as long. No database transaction is
+//! open while a request is in flight: reads are short and outcomes go through the store's writer
+//! afterwards.
 //!
 //! A delivery stays `pending` in the database until its outcome is committed, so a crash at any point
 //! leaves it to be attempted again after the next start (at least once). Within one process a delivery
@@ -567,13 +568,10 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
     while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         // The writer serves an import first; these outcomes wait a little and go in one commit.
         store.imports().wait_idle(IMPORT_YIELD).await;
-        if batch.len() < RECORD_BATCH {
-            while let Ok(recorded) = queue.try_recv() {
-                batch.push(recorded);
-                if batch.len() == RECORD_BATCH {
-                    break;
-                }
-            }
+        while batch.len() < RECORD_BATCH
+            && let Ok(recorded) = queue.try_recv()
+        {
+            batch.push(recorded);
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
         let mut tries = 0;

@@ -29,6 +29,11 @@ const IDLE_READERS: usize = 8;
 const PREPARE_RUN_ROWS: usize = 500;
 /// How many prepared runs may wait for the writer (a bound on the memory a bulk request holds).
 const PREPARED_RUNS_AHEAD: usize = 4;
+/// How many bulk requests are prepared and written at once; others wait their turn. Each one holds a
+/// blocking thread while its runs wait for the writer, so this keeps them far below the blocking
+/// pool's size (which, reached, would leave a started writer job waiting for a preparer that cannot
+/// start).
+const BULK_AT_ONCE: usize = 4;
 
 /// Where the database lives and what its payloads say.
 #[derive(Debug, Clone)]
@@ -51,6 +56,7 @@ struct Inner {
     tag: String,
     feed: Arc<ChangeFeed>,
     imports: ImportGauge,
+    bulk_slots: tokio::sync::Semaphore,
     preparer: records::Preparer,
     /// Held for the store's life: one server per data directory.
     _lock: File,
@@ -89,8 +95,17 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(open_connection(&path, false)?)?;
         let writer = Writer::start(conn, state, feed.clone(), checkpointer);
         let readers = Readers { path, idle: Mutex::new(Vec::new()) };
-        let imports = ImportGauge::default();
-        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers, tag, feed, imports, preparer, _lock: lock }) })
+        let inner = Inner {
+            writer,
+            readers,
+            tag,
+            feed,
+            imports: ImportGauge::default(),
+            bulk_slots: tokio::sync::Semaphore::new(BULK_AT_ONCE),
+            preparer,
+            _lock: lock,
+        };
+        Ok(SqliteStore { inner: Arc::new(inner) })
     }
 
     /// The database file's path.
@@ -214,6 +229,8 @@ impl Store for SqliteStore {
 
     async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError> {
         let actor = actor.clone();
+        let _slot =
+            self.inner.bulk_slots.acquire().await.map_err(|err| StoreError::internal("waiting to import", err))?;
         let _importing = self.inner.imports.start();
         match op {
             BulkOp::Create(rows) if kind != RecordKind::Enquiry => {
