@@ -305,3 +305,31 @@ async fn a_bulk_create_gives_one_delivery_per_row_to_each_endpoint() {
         assert!(receiver.drain().is_empty(), "a duplicate arrived");
     }
 }
+
+/// The `estate_crm_queue_depth` gauge of one endpoint, read from /metrics.
+async fn queue_depth(app: &TestApp, endpoint: &str) -> u64 {
+    let metrics = app.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.raw).into_owned();
+    let line = format!("estate_crm_queue_depth{{endpoint=\"{endpoint}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_queue_depth_counts_deliveries_waiting_for_their_first_attempt_and_for_a_retry() {
+    let app = TestApp::spawn().await;
+    // The first attempt is held; one at a time is allowed, so the others wait for their first.
+    let mut receiver = Receiver::answering(|_| Reply::status(200).with_delay(std::time::Duration::from_secs(3))).await;
+    let id = app.add_endpoint(json!({"url": receiver.url("/"), "max_in_flight": 1})).await;
+    for name in ["A", "B", "C"] {
+        app.create("contacts", json!({"first_name": name})).await;
+    }
+    receiver.next().await;
+    assert_eq!(queue_depth(&app, &id).await, 3, "the one in flight and the two waiting");
+    // A test sent to the endpoint is in its log but is never queued.
+    receiver.answer_with(|_| Reply::status(200));
+    let tested = app.post(&format!("/api/v1/webhooks/{id}/test"), json!({})).await;
+    assert_eq!(tested.status, StatusCode::OK, "{}", tested.body);
+    assert_eq!(queue_depth(&app, &id).await, 3);
+    app.settled_deliveries().await;
+    assert_eq!(queue_depth(&app, &id).await, 0);
+}
