@@ -51,16 +51,18 @@ pub fn patch(old: &Record, input: &Value, now: Timestamp) -> Result<Option<Recor
 
 /// The events a new record fires.
 pub fn events_on_create(record: &Record) -> Vec<PendingEvent> {
-    let data = record.to_api_json();
+    let names = event_names_on_create(record);
+    names.into_iter().map(|name| event(name, record.to_api_json())).collect()
+}
+
+/// The names of the events a new record fires, in order; each carries the record itself as `data`
+/// (which lets the bulk path encode bodies straight from the record).
+pub fn event_names_on_create(record: &Record) -> Vec<EventName> {
     match record.kind {
-        RecordKind::Contact => vec![event(EventName::ContactCreated, data)],
-        RecordKind::Lead => vec![event(EventName::LeadCreated, data)],
-        RecordKind::Enquiry => vec![event(EventName::EnquiryCreated, data)],
-        RecordKind::Deal => {
-            let mut events = vec![event(EventName::DealCreated, data.clone())];
-            events.extend(closing_event(record).map(|name| event(name, data)));
-            events
-        }
+        RecordKind::Contact => vec![EventName::ContactCreated],
+        RecordKind::Lead => vec![EventName::LeadCreated],
+        RecordKind::Enquiry => vec![EventName::EnquiryCreated],
+        RecordKind::Deal => std::iter::once(EventName::DealCreated).chain(closing_event(record)).collect(),
         // There is no task.created; a task created already done never went from not done to done.
         RecordKind::Task => vec![],
     }

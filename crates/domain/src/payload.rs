@@ -4,25 +4,27 @@
 //! endpoint sends exactly these bytes, so a signature computed over them stays valid forever.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::{EventName, Timestamp, format_timestamp};
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, D> {
     event: &'a str,
     timestamp: &'a str,
-    data: &'a Value,
+    data: &'a D,
     site_url: &'a str,
 }
 
 /// `{"event":..,"timestamp":..,"data":..,"site_url":..}`: compact UTF-8 JSON with exactly these four
 /// keys in this order (a struct, not a map, fixes the order).
-pub fn encode(event: EventName, committed_at: Timestamp, data: &Value, site_url: &str) -> Vec<u8> {
+///
+/// `data` is a `Value`, or a [`crate::Record`] itself, which serialises to the same bytes as its
+/// [`crate::Record::to_api_json`] without the map in between.
+pub fn encode(event: EventName, committed_at: Timestamp, data: &impl Serialize, site_url: &str) -> Vec<u8> {
     let timestamp = format_timestamp(committed_at);
     let envelope = Envelope { event: event.as_str(), timestamp: &timestamp, data, site_url };
-    // Serialising a struct of strings and a `Value` into a Vec cannot fail.
-    serde_json::to_vec(&envelope).expect("a JSON value always serialises")
+    // Serialising strings and a `Value` or a record (string keys only) into a Vec cannot fail.
+    serde_json::to_vec(&envelope).expect("a webhook body always serialises")
 }
 
 #[cfg(test)]

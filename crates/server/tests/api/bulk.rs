@@ -259,6 +259,21 @@ async fn a_duplicate_email_within_a_bulk_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn every_conflicting_row_is_named_however_the_rows_are_grouped() {
+    let app = TestApp::spawn().await;
+    app.create("contacts", json!({"email": "taken@example.com"})).await;
+    // The writer inserts rows in groups: two conflicts side by side, a row that conflicts with one
+    // written just before it, and conflicts far apart are each named, and no other row is.
+    let mut rows: Vec<Value> = (0..1_200).map(|n| json!({"email": format!("bulk-{n}@example.com")})).collect();
+    rows[40] = json!({"email": "TAKEN@example.com"});
+    rows[41] = json!({"email": "bulk-0@example.com"});
+    rows[43] = json!({"email": "bulk-42@example.com"});
+    rows[1_199] = json!({"email": " taken@example.com"});
+    let fields = ["create[40].email", "create[41].email", "create[43].email", "create[1199].email"];
+    check_refused(&app, "contacts", json!({"create": rows}), StatusCode::CONFLICT, &fields).await;
+}
+
+#[tokio::test]
 async fn more_than_10000_rows_are_refused() {
     let app = TestApp::spawn().await;
     let rows = |row: Value| Value::Array(vec![row; 10_001]);

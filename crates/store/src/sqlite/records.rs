@@ -246,9 +246,9 @@ impl Preparer {
         let now = commit_time();
         let seq = self.next_seq();
         let record = change::create(kind, input, ids::format(kind.id_prefix(), &self.tag, seq), &actor.user_id, now)?;
-        let events = change::events_on_create(&record)
+        let events = change::event_names_on_create(&record)
             .into_iter()
-            .map(|e| (e.name, payload::encode(e.name, now, &e.data, &self.site_url)))
+            .map(|name| (name, payload::encode(name, now, &record, &self.site_url)))
             .collect();
         let references = change::references(&record).into_iter().map(|(f, k, id)| (f, k, id.to_owned())).collect();
         Ok(PreparedRecord { seq, columns: RowColumns::of(&record), references, record, events, now })
@@ -305,8 +305,8 @@ fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: Prepared
     Ok(prepared.record)
 }
 
-/// Writes prepared bulk rows, all or nothing; a conflict or a missing reference names its row.
 /// Writes bulk rows as their runs arrive, all or nothing: `expected` rows in all, or the job fails.
+/// A conflict or a missing reference names its row.
 pub(super) fn insert_prepared_rows(
     ctx: &mut WriteCtx<'_>,
     actor: &Actor,
@@ -321,18 +321,21 @@ pub(super) fn insert_prepared_rows(
         for (index, errors) in run.invalid {
             failures.invalid.absorb(&format!("create[{index}]"), errors);
         }
-        for (index, row) in run.rows {
-            if !failures.invalid.is_empty() {
-                // The job fails anyway: only look for more bad rows.
-                if let Err(failure) = check_references(ctx, actor, borrowed(&row.references)) {
-                    failures.add(&format!("create[{index}]"), failure);
-                }
-                continue;
+        let mut rows = run.rows;
+        rows.retain(|(index, row)| match check_references(ctx, actor, borrowed(&row.references)) {
+            Ok(()) => true,
+            Err(failure) => {
+                failures.add(&format!("create[{index}]"), failure);
+                false
             }
-            match insert_one_prepared(ctx, actor, row) {
-                Ok(record) => ids.push(record.id),
-                Err(failure) => failures.add(&format!("create[{index}]"), failure),
-            }
+        });
+        if !failures.invalid.is_empty() {
+            // The job fails anyway: the references of the rows left were all that needed looking at.
+            continue;
+        }
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            insert_chunk(ctx, chunk, &mut failures)?;
+            ids.extend(chunk.iter().map(|(_, row)| row.record.id.clone()));
         }
     }
     if seen != expected {
@@ -343,6 +346,49 @@ pub(super) fn insert_prepared_rows(
     }
     failures.into_result()?;
     Ok(ids)
+}
+
+/// How many bulk rows one INSERT statement writes: each statement costs its start, its end and a
+/// lookup in the statement cache, which a few dozen rows share.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Inserts a chunk of bulk rows and their events with one statement per table. When the chunk
+/// conflicts (an email taken, maybe by an earlier row of the same request), its rows are inserted
+/// one at a time to name each conflicting row; the job fails then, so their events are left out.
+fn insert_chunk(
+    ctx: &mut WriteCtx<'_>,
+    chunk: &[(usize, PreparedRecord)],
+    failures: &mut RowFailures,
+) -> Result<(), StoreError> {
+    let records = chunk.iter().map(|(_, row)| (row.seq, &row.record, &row.columns));
+    match insert_records(ctx.tx, records) {
+        Ok(()) => {}
+        Err(Failure::Conflict(_)) => {
+            for (index, row) in chunk {
+                if let Err(failure) = insert_record(ctx, row.seq, &row.record, &row.columns) {
+                    failures.add(&format!("create[{index}]"), failure);
+                }
+            }
+            return Ok(());
+        }
+        Err(failure) => return Err(failure.into_store_error()),
+    }
+    if !failures.conflict.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<_> = chunk
+        .iter()
+        .flat_map(|(_, row)| row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice())))
+        .collect();
+    insert_events(ctx.tx, &events)?;
+    let mut woken: Vec<EventName> = Vec::new();
+    for (name, _, _) in &events {
+        if !woken.contains(name) {
+            woken.push(*name);
+            wake_subscribers(ctx, *name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Links an enquiry to the contact with its email, creating that contact when there is none
@@ -423,23 +469,57 @@ fn borrowed<'a>(references: &'a [(&'static str, RecordKind, String)]) -> Vec<(&'
 }
 
 fn insert_record(ctx: &mut WriteCtx<'_>, seq: i64, record: &Record, columns: &RowColumns) -> Result<(), Failure> {
-    let inserted = ctx
-        .tx
-        .prepare_cached(
-            "INSERT INTO records (seq, kind, created_by, assigned_agent_id, email_key, created_at, updated_at, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            seq,
-            record.kind.name(),
-            record.created_by,
-            columns.assigned_agent_id,
-            columns.email_key,
-            record.created_at.timestamp(),
-            record.updated_at.timestamp(),
-            columns.fields_json,
-        ]);
-    map_unique_violation(inserted)
+    insert_records(ctx.tx, std::iter::once((seq, record, columns)))
+}
+
+/// Inserts records, each `(seq, record, columns)`, with one statement.
+fn insert_records<'r>(
+    conn: &Connection,
+    records: impl ExactSizeIterator<Item = (i64, &'r Record, &'r RowColumns)>,
+) -> Result<(), Failure> {
+    const COLUMNS: usize = 8;
+    let sql = multi_row_insert(
+        "records (seq, kind, created_by, assigned_agent_id, email_key, created_at, updated_at, fields)",
+        COLUMNS,
+        records.len(),
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    for (n, (seq, record, columns)) in records.enumerate() {
+        let first = n * COLUMNS + 1;
+        statement.raw_bind_parameter(first, seq)?;
+        statement.raw_bind_parameter(first + 1, record.kind.name())?;
+        statement.raw_bind_parameter(first + 2, &record.created_by)?;
+        statement.raw_bind_parameter(first + 3, &columns.assigned_agent_id)?;
+        statement.raw_bind_parameter(first + 4, &columns.email_key)?;
+        statement.raw_bind_parameter(first + 5, record.created_at.timestamp())?;
+        statement.raw_bind_parameter(first + 6, record.updated_at.timestamp())?;
+        statement.raw_bind_parameter(first + 7, &columns.fields_json)?;
+    }
+    map_unique_violation(statement.raw_execute())
+}
+
+/// Inserts events, each `(name, created_at, body)`, with one statement.
+fn insert_events(conn: &Connection, events: &[(EventName, i64, &[u8])]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 3;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut statement =
+        conn.prepare_cached(&multi_row_insert("events (name, created_at, body)", COLUMNS, events.len()))?;
+    for (n, (name, created_at, body)) in events.iter().enumerate() {
+        let first = n * COLUMNS + 1;
+        statement.raw_bind_parameter(first, name.as_str())?;
+        statement.raw_bind_parameter(first + 1, created_at)?;
+        statement.raw_bind_parameter(first + 2, body)?;
+    }
+    statement.raw_execute()?;
+    Ok(())
+}
+
+/// `INSERT INTO {table} VALUES (?, ?), (?, ?), ...`: `rows` groups of `columns` parameters.
+fn multi_row_insert(table: &str, columns: usize, rows: usize) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    format!("INSERT INTO {table} VALUES {}", vec![group; rows].join(", "))
 }
 
 /// The only unique constraint a client can hit is a contact's email.
