@@ -84,11 +84,31 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body that claims to be JSON, read but not yet parsed, for a handler that decides when to
+/// parse it: 415 without a JSON content type, 413 over the route's limit.
+#[derive(Debug)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers().get(CONTENT_TYPE)) {
             return Err(ApiError::unsupported_media_type("JSON (application/json)"));
         }
-        let bytes = read_body(req, state).await?;
-        parse_json(&bytes).map(JsonBody)
+        read_body(req, state).await.map(JsonBytes)
+    }
+}
+
+impl JsonBytes {
+    /// Parses the body; 400 when it is not JSON.
+    pub fn parse(&self) -> Result<Value, ApiError> {
+        parse_json(&self.0)
     }
 }
 

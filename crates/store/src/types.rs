@@ -1,11 +1,13 @@
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
 use estate_crm_domain::{EventName, Timestamp};
 use serde_json::Value;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,49 +482,85 @@ impl ChangeFeed {
     }
 }
 
-/// How many bulk imports are being prepared and written right now.
+/// How many bulk imports are being parsed, prepared and written right now.
 ///
 /// The dispatcher holds back its next reads while one is (see the webhooks crate), so that on a
 /// small machine an import gets the CPU first and its webhooks follow at once; attempts in flight
-/// go on, and the wait is bounded, so deliveries keep moving under back-to-back imports.
-#[derive(Debug)]
+/// go on, and the wait is bounded, so deliveries keep moving under back-to-back imports. Cheap to
+/// clone; clones count the same imports.
+#[derive(Debug, Clone, Default)]
 pub struct ImportGauge {
-    running: tokio::sync::watch::Sender<usize>,
+    state: Arc<tokio::sync::watch::Sender<Imports>>,
 }
 
-impl Default for ImportGauge {
-    fn default() -> Self {
-        ImportGauge { running: tokio::sync::watch::Sender::new(0) }
+#[derive(Debug, Default)]
+struct Imports {
+    running: usize,
+    /// When the last import ended.
+    last_end: Option<Instant>,
+}
+
+impl Imports {
+    /// How long it has been since an import last ran; `None` while one runs.
+    fn quiet_for(&self) -> Option<Duration> {
+        match (self.running, self.last_end) {
+            (0, Some(end)) => Some(end.elapsed()),
+            (0, None) => Some(Duration::MAX),
+            _ => None,
+        }
     }
 }
 
+/// How long the gauge must stay at zero before waiters go on. A client sending a large file in
+/// requests of 10,000 rows has the next one on its way within a few milliseconds of an answer;
+/// without this, every answer would let deliveries start just as the next request needs the CPU.
+const IMPORT_SETTLE: Duration = Duration::from_millis(20);
+
 impl ImportGauge {
     /// Counts an import as running until the guard is dropped.
-    pub fn start(&self) -> ImportGuard<'_> {
-        self.running.send_modify(|running| *running += 1);
-        ImportGuard { gauge: self }
+    pub fn start(&self) -> ImportGuard {
+        self.state.send_modify(|imports| imports.running += 1);
+        ImportGuard { state: self.state.clone() }
     }
 
     /// Whether an import is running.
     pub fn busy(&self) -> bool {
-        *self.running.borrow() > 0
+        self.state.borrow().running > 0
     }
 
-    /// Returns once no import is running, or after `at_most`.
-    pub async fn wait_idle(&self, at_most: std::time::Duration) {
-        let mut running = self.running.subscribe();
-        let _ = tokio::time::timeout(at_most, running.wait_for(|&running| running == 0)).await;
+    /// Returns once no import has run for [`IMPORT_SETTLE`] (at once if none has), or after `at_most`.
+    pub async fn wait_idle(&self, at_most: Duration) {
+        let mut state = self.state.subscribe();
+        let settled = async {
+            loop {
+                let quiet = match state.wait_for(|imports| imports.running == 0).await {
+                    Ok(idle) => idle.quiet_for().unwrap_or_default(),
+                    Err(_) => return,
+                };
+                if quiet >= IMPORT_SETTLE {
+                    return;
+                }
+                tokio::time::sleep(IMPORT_SETTLE - quiet).await;
+                if !state.has_changed().unwrap_or(false) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(at_most, settled).await;
     }
 }
 
 /// An import in progress, see [`ImportGauge::start`].
 #[derive(Debug)]
-pub struct ImportGuard<'a> {
-    gauge: &'a ImportGauge,
+pub struct ImportGuard {
+    state: Arc<tokio::sync::watch::Sender<Imports>>,
 }
 
-impl Drop for ImportGuard<'_> {
+impl Drop for ImportGuard {
     fn drop(&mut self) {
-        self.gauge.running.send_modify(|running| *running = running.saturating_sub(1));
+        self.state.send_modify(|imports| {
+            imports.running = imports.running.saturating_sub(1);
+            imports.last_end = Some(Instant::now());
+        });
     }
 }

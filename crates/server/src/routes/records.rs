@@ -9,7 +9,7 @@ use estate_crm_store::BulkOp;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody, Params, PathId};
+use crate::extract::{Caller, JsonBody, JsonBytes, Params, PathId};
 use crate::state::AppState;
 
 /// The most rows one bulk request may carry.
@@ -39,7 +39,7 @@ fn kind_router(kind: RecordKind) -> Router<AppState> {
             .delete(move |state: State<AppState>, caller: Caller, id: PathId| delete(state, caller, kind, id));
         router = router.route(
             &format!("/{}/bulk", kind.plural()),
-            post(move |state: State<AppState>, caller: Caller, body: JsonBody| bulk(state, caller, kind, body))
+            post(move |state: State<AppState>, caller: Caller, body: JsonBytes| bulk(state, caller, kind, body))
                 .layer(DefaultBodyLimit::max(BULK_BODY_LIMIT)),
         );
     }
@@ -112,9 +112,12 @@ async fn bulk(
     State(state): State<AppState>,
     Caller(actor): Caller,
     kind: RecordKind,
-    JsonBody(body): JsonBody,
+    body: JsonBytes,
 ) -> ApiResult<Json<Value>> {
-    let op = parse_bulk(body)?;
+    // Parsing ten thousand rows is the first part of the import: deliveries make way from here on
+    // (the body is read by now, so a slow client holds nothing back).
+    let _importing = state.store.imports().start();
+    let op = parse_bulk(body.parse()?)?;
     let ids = state.store.bulk(&actor, kind, op).await?;
     Ok(Json(json!({"ids": ids})))
 }
