@@ -274,6 +274,44 @@ async fn every_conflicting_row_is_named_however_the_rows_are_grouped() {
 }
 
 #[tokio::test]
+async fn a_refused_bulk_sharing_a_commit_with_others_undoes_only_its_own_rows() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    app.create("contacts", json!({"email": "taken@example.com"})).await;
+    // Requests sent at once share the writer's commits, as the first job of one or after others.
+    // Each refused bulk wrote its first row before its second conflicted; that row must go, and
+    // every other request's work must stay.
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let app = app.clone();
+        requests.spawn(async move {
+            let body = if n % 2 == 0 {
+                json!({"create": [{"email": format!("refused-{n}@example.com")}, {"email": "taken@example.com"}]})
+            } else {
+                json!({"create": [{"email": format!("kept-{n}@example.com")}]})
+            };
+            (n, bulk(&app, "contacts", body).await)
+        });
+    }
+    while let Some(answer) = requests.join_next().await {
+        let (n, answer) = answer.expect("the request task");
+        if n % 2 == 0 {
+            assert_error(&answer, StatusCode::CONFLICT, "conflict", &["create[1].email"]);
+        } else {
+            assert_eq!(ids_of(&answer).len(), 1);
+        }
+    }
+    let contacts = app.get("/api/v1/contacts?limit=1000").await.body;
+    let mut emails: Vec<&str> =
+        contacts["items"].as_array().unwrap().iter().map(|c| c["email"].as_str().unwrap()).collect();
+    emails.sort();
+    let mut expected: Vec<String> = (1..40).step_by(2).map(|n| format!("kept-{n}@example.com")).collect();
+    expected.push("taken@example.com".into());
+    expected.sort();
+    assert_eq!(emails, expected);
+    assert_eq!(events_after(&app, 0).await.len(), 21, "one contact.created per contact kept");
+}
+
+#[tokio::test]
 async fn more_than_10000_rows_are_refused() {
     let app = TestApp::spawn().await;
     let rows = |row: Value| Value::Array(vec![row; 10_001]);
