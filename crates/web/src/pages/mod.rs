@@ -46,6 +46,9 @@ pub fn router() -> Router<WebState> {
         .route("/account/tokens/{id}/delete", post(users::delete_token))
 }
 
+/// Each endpoint's counts for the last 24 hours, by endpoint id.
+pub type Health = std::sync::Arc<std::collections::HashMap<String, estate_crm_store::EndpointHealth>>;
+
 /// Which part of the menu a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
