@@ -412,3 +412,30 @@ async fn a_password_change_ends_the_users_other_sessions() {
     let mut third = Browser::new(&app);
     assert_eq!(third.sign_in("agent@example.com", "a new password").await.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn an_agent_lists_only_their_own_records() {
+    let app = TestApp::spawn().await;
+    make_user(&app, "agent@example.com", "agent").await;
+    app.create("contacts", json!({"first_name": "Admins Own"})).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("agent@example.com", "agent-password").await;
+    let csrf = browser.get("/account").await.csrf();
+    let made = browser.post("/account/tokens", &[("csrf_token", &csrf), ("name", "import")]).await;
+    let token = made
+        .html
+        .split("id=\"new-token\" type=\"text\" readonly value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mine =
+        app.request_as(&token, Method::POST, "/api/v1/contacts", Some(json!({"first_name": "Agents Own"}))).await;
+    assert_eq!(mine.status, StatusCode::CREATED, "the token shown once works: {}", mine.body);
+    let page = browser.get("/contacts").await;
+    assert!(page.html.contains("Agents Own") && !page.html.contains("Admins Own"), "{}", page.html);
+    assert!(browser.get("/account").await.html.contains("import"), "the token is listed by name");
+    assert!(!browser.get("/account").await.html.contains(&token), "and never shown again");
+}
