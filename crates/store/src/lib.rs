@@ -122,4 +122,13 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> &ChangeFeed;
     /// The bulk imports running now, which deliveries make way for.
     fn imports(&self) -> &ImportGauge;
+
+    // --- integrations ---
+    /// Gives an endpoint a new secret; the replaced one keeps signing (beside it) for `grace`.
+    async fn rotate_secret(
+        &self,
+        endpoint_id: &str,
+        secret: String,
+        grace: std::time::Duration,
+    ) -> Result<Rotation, StoreError>;
 }

@@ -1,12 +1,13 @@
-//! Webhook settings: the simple settings (the primary endpoint), the endpoints API, and the test button.
+//! Webhook settings: the simple settings (the primary endpoint), the endpoints API, the test button
+//! and secret rotation.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use estate_crm_domain::FieldErrors;
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
-use estate_crm_store::{Endpoint, EndpointPatch, EndpointSpec};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight, RetrySchedule, parse_rotation_grace};
+use estate_crm_store::{Endpoint, EndpointPatch, EndpointSpec, Rotation};
 use estate_crm_webhooks::{TargetUrl, TestTarget, check_destination, send_test, standard_webhooks_secret};
 use serde_json::{Map, Value, json};
 
@@ -16,7 +17,7 @@ use crate::state::AppState;
 
 const MAX_SECRET_BYTES: usize = 512;
 const MAX_DESCRIPTION_CHARS: usize = 500;
-const HTTP_WARNING: &str =
+pub(super) const HTTP_WARNING: &str =
     "this URL uses plain http://: payloads travel unencrypted; use https:// where the receiver allows it";
 
 pub fn router() -> Router<AppState> {
@@ -27,29 +28,31 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks/{id}", get(get_endpoint).patch(update_endpoint).delete(delete_endpoint))
         .route("/webhooks/{id}/test", post(test_endpoint))
         .route("/webhooks/{id}/retry-failed", post(retry_failed))
+        .route("/webhooks/{id}/rotate-secret", post(rotate_endpoint_secret))
+        .route("/settings/webhook/rotate-secret", post(rotate_primary_secret))
 }
 
 /// The fields a client sent, checked; `warnings` are for the response.
-struct EndpointInput {
-    patch: EndpointPatch,
-    warnings: Vec<&'static str>,
+pub(super) struct EndpointInput {
+    pub(super) patch: EndpointPatch,
+    pub(super) warnings: Vec<&'static str>,
 }
 
 /// Which fields a body may carry and which are tolerated but ignored.
-struct Shape {
-    allowed: &'static [&'static str],
-    ignored: &'static [&'static str],
+pub(super) struct Shape {
+    pub(super) allowed: &'static [&'static str],
+    pub(super) ignored: &'static [&'static str],
 }
 
 const ENDPOINT_SHAPE: Shape = Shape {
-    allowed: &["url", "events", "secret", "active", "description", "retry_schedule", "max_in_flight"],
+    allowed: &["url", "events", "secret", "active", "description", "retry_schedule", "max_in_flight", "format"],
     ignored: &[],
 };
 /// The settings screen sends back what it read, read-only fields included.
 const SETTINGS_SHAPE: Shape =
     Shape { allowed: &["url", "events", "secret", "active"], ignored: &["has_secret", "standard_webhooks_secret"] };
 
-async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiResult<EndpointInput> {
+pub(super) async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiResult<EndpointInput> {
     let Value::Object(body) = body else {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
     };
@@ -70,14 +73,21 @@ async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiRes
         }
     }
     if let Some(url) = &target {
-        if let Err(blocked) = check_destination(url, state.settings.policy).await {
-            errors.add("url", format!("{blocked}; webhooks may only go to public addresses"));
+        if let Err(problem) = destination_allowed(state, url).await {
+            errors.add("url", problem);
         }
         if url.is_plain_http() {
             warnings.push(HTTP_WARNING);
         }
     }
     errors.into_result(EndpointInput { patch, warnings }).map_err(ApiError::invalid)
+}
+
+/// Whether webhooks may go to `url` under the server's address policy; the refusal in words.
+pub(super) async fn destination_allowed(state: &AppState, url: &TargetUrl) -> Result<(), String> {
+    check_destination(url, state.settings.policy)
+        .await
+        .map_err(|blocked| format!("{blocked}; webhooks may only go to public addresses"))
 }
 
 fn parse_field(
@@ -112,6 +122,7 @@ fn parse_field(
         "max_in_flight" => {
             patch.max_in_flight = Some(MaxInFlight::new(value.as_i64().ok_or("must be a whole number")?)?)
         }
+        "format" => patch.format = Some(BodyFormat::parse(value.as_str().ok_or("must be \"json\" or \"slack\"")?)?),
         _ => return Err("is not a known field".into()),
     }
     Ok(())
@@ -140,6 +151,8 @@ fn endpoint_json(endpoint: &Endpoint) -> Map<String, Value> {
         "max_in_flight": endpoint.max_in_flight.get(),
         "disabled_reason": endpoint.disabled_reason,
         "is_primary": endpoint.is_primary,
+        "source": endpoint.source.as_str(),
+        "format": endpoint.format.as_str(),
         "created_at": super::format_millis(endpoint.created_at.timestamp_millis()),
         "updated_at": super::format_millis(endpoint.updated_at.timestamp_millis()),
     }) else {
@@ -292,7 +305,8 @@ async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> A
             .unwrap_or_default(),
         None => saved.map(|e| e.signing_secrets(now)).unwrap_or_default(),
     };
-    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets };
+    let format = saved.map(|e| e.format).unwrap_or_default();
+    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets, format };
     let result = send_test(&state.store, &state.sender, &state.settings.site_url, target).await?;
     Ok(Json(json!({
         "ok": result.ok,
@@ -302,4 +316,71 @@ async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> A
         "duration_ms": result.duration_ms,
         "delivery_id": result.delivery_id,
     })))
+}
+
+/// How long the replaced secret keeps signing when the body names no `grace`: as long as a secret
+/// changed through PATCH keeps it.
+const DEFAULT_GRACE: &str = "24h";
+
+async fn rotate_endpoint_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    PathId(id): PathId,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Json<Value>> {
+    let grace = parse_grace(&body)?;
+    let rotation = state.store.rotate_secret(&id, new_secret(), grace).await?;
+    Ok(Json(rotation_json(&rotation)))
+}
+
+async fn rotate_primary_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Json<Value>> {
+    let grace = parse_grace(&body)?;
+    let primary = state
+        .store
+        .primary_endpoint()
+        .await?
+        .ok_or_else(|| ApiError::not_found("no webhook URL is saved yet; save one before rotating its secret"))?;
+    let rotation = state.store.rotate_secret(&primary.id, new_secret(), grace).await?;
+    Ok(Json(rotation_json(&rotation)))
+}
+
+/// `{"grace": "24h"}`; an empty body takes the default.
+fn parse_grace(body: &Value) -> ApiResult<std::time::Duration> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    };
+    if let Some(unknown) = body.keys().find(|k| k.as_str() != "grace") {
+        return Err(ApiError::invalid_field(unknown, "is not a known field; a rotation takes grace"));
+    }
+    let text = match body.get("grace") {
+        None | Some(Value::Null) => DEFAULT_GRACE,
+        Some(Value::String(text)) => text.as_str(),
+        Some(_) => return Err(ApiError::invalid_field("grace", "must be a string like 24h, 30m or 0s")),
+    };
+    parse_rotation_grace(text).map_err(|m| ApiError::invalid_field("grace", m))
+}
+
+/// 32 random bytes, as URL-safe base64 text: the secret's UTF-8 bytes are the HMAC key, as for
+/// any secret a person chose.
+fn new_secret() -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The only answer that shows the new secret, in both forms.
+fn rotation_json(rotation: &Rotation) -> Value {
+    let secret = rotation.endpoint.secret.as_deref().unwrap_or_default();
+    json!({
+        "id": rotation.endpoint.id,
+        "secret": secret,
+        "standard_webhooks_secret": standard_webhooks_secret(secret.as_bytes()),
+        "previous_secret_valid_until": rotation.previous_valid_until.map(super::format_millis),
+    })
 }

@@ -20,3 +20,9 @@ mod test_button;
 mod crash;
 mod hostile;
 mod secrets;
+
+mod cli_tools;
+mod hooks;
+mod interop;
+mod rotation;
+mod slack;
