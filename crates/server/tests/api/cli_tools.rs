@@ -174,7 +174,7 @@ async fn listen_forwards_and_answers_what_the_app_answered() {
     app.create("contacts", json!({"first_name": "Fwd"})).await;
     let forwarded: Received = target.next().await;
     assert_eq!(forwarded.path, "/my-app/hook");
-    assert_eq!(forwarded.check_signatures("s3cret").standard, true, "headers and body go through untouched");
+    assert!(forwarded.check_signatures("s3cret").standard, "headers and body go through untouched");
     assert_eq!(forwarded.json()["event"], "contact.created");
     let text = listen.block_with("contact.created", "forwarded").await.join("\n");
     assert!(text.contains("answered 202"), "{text}");
