@@ -233,6 +233,15 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_show_this_table() {
+        let docs = include_str!("../../../docs/INTEGRATIONS.md");
+        for (event, template) in MESSAGES {
+            let row = format!("| {event} | `{template}` |");
+            assert!(docs.contains(&row), "docs/INTEGRATIONS.md lacks {row}");
+        }
+    }
+
+    #[test]
     fn summary_of_a_recorded_body() {
         let body = br#"{"event":"deal.won","timestamp":"2026-04-17T12:34:56Z","data":{"title":"12 Elm St","amount":450000},"site_url":"x"}"#;
         assert_eq!(summary_of_body(body), Some((EventName::DealWon, "Deal won: 12 Elm St, $450,000".into())));
