@@ -81,12 +81,12 @@ SAFE = "http://127.0.0.1:9/"
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    body = case.body
     for key in ("url", "target_url"):
+        body = case.body
         if isinstance(body, dict) and isinstance(body.get(key), str) and not body[key].startswith(SAFE):
             # What was generated becomes the path, so odd characters still reach the URL parser.
-            body = dict(body, **{key: SAFE + urllib.parse.quote(body[key], safe="")})
-    case.body = body
+            # (Only a body that changes is assigned: assigning one can drop a generated body.)
+            case.body = dict(body, **{key: SAFE + urllib.parse.quote(body[key], safe="")})
 PY
 # Run from the scratch directory: schemathesis keeps a replay cache (.schemathesis/) in its working
 # directory, which has no place in the repository.

@@ -243,7 +243,8 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
                     "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {
                         "url": {"type": "string", "maxLength": 2048, "nullable": true}, "events": {"type": "string"},
                         "secret": {"type": "string", "nullable": true}, "active": {"type": "boolean"},
-                        "has_secret": {"type": "boolean"}, "standard_webhooks_secret": {"type": "string", "nullable": true}}})),
+                        "has_secret": {"description": "read-only: sent back as read, ignored"},
+                        "standard_webhooks_secret": {"description": "read-only: sent back as read, ignored"}}})),
                     "responses": ok(200, any.clone())},
         }),
     );
