@@ -33,15 +33,15 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The fields a client sent, checked; `warnings` are for the response.
-pub(super) struct EndpointInput {
-    pub(super) patch: EndpointPatch,
-    pub(super) warnings: Vec<&'static str>,
+struct EndpointInput {
+    patch: EndpointPatch,
+    warnings: Vec<&'static str>,
 }
 
 /// Which fields a body may carry and which are tolerated but ignored.
-pub(super) struct Shape {
-    pub(super) allowed: &'static [&'static str],
-    pub(super) ignored: &'static [&'static str],
+struct Shape {
+    allowed: &'static [&'static str],
+    ignored: &'static [&'static str],
 }
 
 const ENDPOINT_SHAPE: Shape = Shape {
@@ -52,7 +52,7 @@ const ENDPOINT_SHAPE: Shape = Shape {
 const SETTINGS_SHAPE: Shape =
     Shape { allowed: &["url", "events", "secret", "active"], ignored: &["has_secret", "standard_webhooks_secret"] };
 
-pub(super) async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiResult<EndpointInput> {
+async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiResult<EndpointInput> {
     let Value::Object(body) = body else {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
     };
