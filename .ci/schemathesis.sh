@@ -68,8 +68,9 @@ base="http://$address"
 cat >"$work/hooks.py" <<'PY'
 """Keeps every URL a case sends in a body on the loopback interface, at a port where nothing listens.
 
-`before_call` runs right before each request of every phase, and it rewrites a `url` in any body,
-not only the webhook ones, so an operation the document gains later is covered too.
+`before_call` runs right before each request of every phase, and it rewrites a `url` (and a REST
+hook's `target_url`) in any body, not only the webhook ones, so an operation the document gains
+later is covered too.
 """
 import urllib.parse
 
@@ -80,10 +81,12 @@ SAFE = "http://127.0.0.1:9/"
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    body = case.body
-    if isinstance(body, dict) and isinstance(body.get("url"), str) and not body["url"].startswith(SAFE):
-        # What was generated becomes the path, so odd characters still reach the URL parser.
-        case.body = dict(body, url=SAFE + urllib.parse.quote(body["url"], safe=""))
+    for key in ("url", "target_url"):
+        body = case.body
+        if isinstance(body, dict) and isinstance(body.get(key), str) and not body[key].startswith(SAFE):
+            # What was generated becomes the path, so odd characters still reach the URL parser.
+            # (Only a body that changes is assigned: assigning one can drop a generated body.)
+            case.body = dict(body, **{key: SAFE + urllib.parse.quote(body[key], safe="")})
 PY
 # Run from the scratch directory: schemathesis keeps a replay cache (.schemathesis/) in its working
 # directory, which has no place in the repository.

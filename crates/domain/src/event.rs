@@ -156,7 +156,9 @@ fn sample_deal(stage: &str, status: &str) -> Value {
     })
 }
 
-fn sample_data(name: EventName) -> Value {
+/// Fake `data` for an event, in the shape a real one has: what the catalogue, the test button,
+/// `estate-crm trigger` and the REST Hooks samples show before real events exist.
+pub fn sample_data(name: EventName) -> Value {
     let lead = json!({
         "id": "lea_sample", "contact_id": "con_sample", "lead_type": "Buyer", "lead_source": "Website",
         "status": "New", "message": "Looking for a 3-bed house", "property_id": null, "assigned_agent_id": null,

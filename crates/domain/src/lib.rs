@@ -15,6 +15,7 @@
 //! - [`change`]: create, patch and delete as pure functions `old, input -> new, events`.
 //! - [`EventName`] and [`payload::encode`]: the event catalogue and the envelope's exact bytes.
 //! - [`webhook`]: what an endpoint subscribes to and how it retries.
+//! - [`slack`]: the one line a person reads for each event (Slack endpoints, `estate-crm listen`).
 #![deny(missing_docs)]
 
 pub mod change;
@@ -24,11 +25,12 @@ mod kind;
 pub mod payload;
 mod record;
 pub mod schema;
+pub mod slack;
 mod time;
 pub mod webhook;
 
 pub use error::FieldErrors;
-pub use event::{EventName, EventTypeInfo, PendingEvent, event_catalogue, sample_contact};
+pub use event::{EventName, EventTypeInfo, PendingEvent, event_catalogue, sample_contact, sample_data};
 pub use kind::RecordKind;
 pub use record::{Record, normalize_email};
 pub use time::{Timestamp, format_timestamp};

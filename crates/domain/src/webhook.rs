@@ -77,6 +77,49 @@ fn subscribable_list() -> String {
     EventName::ALL.iter().filter(|e| e.is_subscribable()).map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
 }
 
+/// What the body of an endpoint's deliveries is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// The signed JSON envelope of every webhook, byte for byte as it was recorded.
+    #[default]
+    Json,
+    /// `{"text": "..."}`, a line a person can read, as Slack's incoming webhooks take it; derived
+    /// from the recorded body at each attempt (see [`crate::slack`]).
+    Slack,
+}
+
+impl BodyFormat {
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "json",
+            BodyFormat::Slack => "slack",
+        }
+    }
+
+    /// Parses the stored and API name.
+    pub fn parse(name: &str) -> Result<BodyFormat, String> {
+        match name {
+            "json" => Ok(BodyFormat::Json),
+            "slack" => Ok(BodyFormat::Slack),
+            _ => Err("must be \"json\" or \"slack\"".into()),
+        }
+    }
+}
+
+/// How long a replaced secret keeps signing after a rotation: `0s` (at once) up to 7 days, written
+/// like a retry delay (`30s`, `5m`, `24h`).
+pub fn parse_rotation_grace(text: &str) -> Result<Duration, String> {
+    let grace = parse_delay(text.trim())?;
+    if grace > MAX_ROTATION_GRACE {
+        return Err("must be at most 168h (7 days)".into());
+    }
+    Ok(grace)
+}
+
+/// The longest a replaced secret may keep signing.
+pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The delays between an endpoint's attempts: `n` delays make `n + 1` attempts in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule(Vec<Duration>);

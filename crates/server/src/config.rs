@@ -25,6 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Runs the server.
     Serve(ServeArgs),
+    /// Receives webhooks on this machine and prints each one, checking its signatures.
+    Listen(crate::cli::ListenArgs),
+    /// Checks a webhook's signatures: the body on stdin, the headers from flags or a request file.
+    Verify(crate::cli::VerifyArgs),
+    /// Makes a server send a sample of an event to its endpoints subscribed to it.
+    Trigger(crate::cli::TriggerArgs),
 }
 
 /// `estate-crm serve`'s flags, as given. A flag beats the environment.

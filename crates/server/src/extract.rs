@@ -6,7 +6,7 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use bytes::Bytes;
-use estate_crm_store::{Actor, PageRequest, Role};
+use estate_crm_store::{Actor, PageRequest, Role, User};
 use serde_json::Value;
 
 use crate::auth::Authenticator;
@@ -24,6 +24,23 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
+        Ok(Caller(Actor { user_id: user.id, role: user.role }))
+    }
+}
+
+/// The user the bearer token belongs to, whole (for `GET /api/v1/me`).
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub User);
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header =
             parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
         let token = header
@@ -33,7 +50,7 @@ where
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
         let user = Authenticator::from_ref(state).authenticate(token).await?.ok_or_else(ApiError::unauthorized)?;
-        Ok(Caller(Actor { user_id: user.id, role: user.role }))
+        Ok(CurrentUser(user))
     }
 }
 

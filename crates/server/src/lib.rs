@@ -8,6 +8,7 @@
 
 mod app;
 mod auth;
+pub mod cli;
 pub mod config;
 mod drain;
 mod error;

@@ -34,5 +34,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Listen(args) => estate_crm::cli::listen(args),
+        Command::Verify(args) => estate_crm::cli::verify(args),
+        Command::Trigger(args) => estate_crm::cli::trigger(args),
     }
 }

@@ -188,7 +188,8 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
     let endpoint_input = json!({"type": "object", "additionalProperties": false, "properties": {
         "url": {"type": "string", "maxLength": 2048}, "events": {"type": "string"}, "secret": {"type": "string", "nullable": true},
         "active": {"type": "boolean"}, "description": {"type": "string", "nullable": true},
-        "retry_schedule": {"type": "string", "nullable": true}, "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 1024}}});
+        "retry_schedule": {"type": "string", "nullable": true}, "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 1024},
+        "format": {"type": "string", "enum": ["json", "slack"]}}});
     let any = json!({"type": "object"});
     paths.insert("/api/v1/webhooks".into(), json!({
         "get": {"summary": "List webhook endpoints", "parameters": list_parameters(), "responses": ok(200, page_of(any.clone()))},
@@ -233,6 +234,7 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
         json!({"parameters": id_parameter(), "delete": {"summary": "Revoke a token", "responses": deleted()}}),
     );
     add_public_paths(paths);
+    add_integration_paths(paths);
     paths.insert(
         "/api/v1/settings/webhook".into(),
         json!({
@@ -241,7 +243,8 @@ fn add_webhook_paths(paths: &mut Map<String, Value>) {
                     "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {
                         "url": {"type": "string", "maxLength": 2048, "nullable": true}, "events": {"type": "string"},
                         "secret": {"type": "string", "nullable": true}, "active": {"type": "boolean"},
-                        "has_secret": {"type": "boolean"}, "standard_webhooks_secret": {"type": "string", "nullable": true}}})),
+                        "has_secret": {"description": "read-only: sent back as read, ignored"},
+                        "standard_webhooks_secret": {"description": "read-only: sent back as read, ignored"}}})),
                     "responses": ok(200, any.clone())},
         }),
     );
@@ -323,4 +326,62 @@ fn add_public_paths(paths: &mut Map<String, Value>) {
         "503": {"description": "the database does not answer", "content": {"application/json": {"schema": reference("Error")}}}}}}));
     paths.insert("/metrics".into(), json!({"get": {"summary": "Prometheus metrics", "security": [], "responses": {
         "200": {"description": "metrics", "content": {"application/openmetrics-text; version=1.0.0; charset=utf-8": {"schema": {"type": "string"}}}}}}}));
+}
+
+/// Secret rotation, REST Hooks, `/me` and the trigger of a sample event.
+fn add_integration_paths(paths: &mut Map<String, Value>) {
+    let names: Vec<&str> = EventName::ALL.iter().map(|e| e.as_str()).collect();
+    let subscribable: Vec<&str> = EventName::ALL.iter().filter(|e| e.is_subscribable()).map(|e| e.as_str()).collect();
+    let rotate_body = json!({"required": false, "content": {"application/json": {"schema": {"type": "object",
+        "additionalProperties": false, "properties": {"grace": {"type": "string", "nullable": true,
+            "description": "how long the replaced secret keeps signing, like 24h, 30m or 0s; at most 168h; default 24h"}}}}}});
+    let rotation = json!({"type": "object", "required": ["id", "secret", "standard_webhooks_secret", "previous_secret_valid_until"],
+        "properties": {"id": {"type": "string"}, "secret": {"type": "string"}, "standard_webhooks_secret": {"type": "string"},
+            "previous_secret_valid_until": {"type": "string", "format": "date-time", "nullable": true}}});
+    paths.insert("/api/v1/webhooks/{id}/rotate-secret".into(), json!({
+        "parameters": id_parameter(),
+        "post": {"summary": "Give the endpoint a new random secret, shown once; the old one keeps signing for the grace period",
+                 "requestBody": rotate_body.clone(), "responses": ok(200, rotation.clone())},
+    }));
+    paths.insert("/api/v1/settings/webhook/rotate-secret".into(), json!({
+        "post": {"summary": "Rotate the primary endpoint's secret", "requestBody": rotate_body, "responses": ok(200, rotation)},
+    }));
+    let hook_input = json!({"type": "object", "additionalProperties": false, "required": ["target_url", "event"], "properties": {
+        "target_url": {"type": "string", "maxLength": 2048}, "event": {"type": "string", "enum": subscribable}}});
+    let hook = json!({"type": "object", "required": ["id", "target_url", "event", "active", "created_at"], "properties": {
+        "id": {"type": "string"}, "target_url": {"type": "string"}, "event": {"type": "string"}, "active": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"}, "warnings": {"type": "array", "items": {"type": "string"}}}});
+    paths.insert("/api/v1/hooks".into(), json!({
+        "post": {"summary": "REST Hooks: subscribe target_url to one event (Zapier, Make)", "requestBody": json_body(hook_input),
+                 "responses": ok(201, hook)},
+    }));
+    paths.insert(
+        "/api/v1/hooks/{id}".into(),
+        json!({
+            "parameters": id_parameter(),
+            "delete": {"summary": "REST Hooks: unsubscribe", "responses": deleted()},
+        }),
+    );
+    let event_parameter =
+        json!([{"name": "event", "in": "path", "required": true, "schema": {"type": "string", "enum": names}}]);
+    paths.insert("/api/v1/hooks/samples/{event}".into(), json!({
+        "parameters": event_parameter.clone(),
+        "get": {"summary": "The data of the newest few events of this kind, newest first (a fake one while there is none)",
+                "responses": ok(200, json!({"type": "array", "items": {"type": "object"}}))},
+    }));
+    let me = json!({"type": "object", "required": ["id", "name", "email", "role"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"},
+        "role": {"type": "string", "enum": ["admin", "agent"]}}});
+    paths
+        .insert("/api/v1/me".into(), json!({"get": {"summary": "Who the token belongs to", "responses": ok(200, me)}}));
+    let mut result = test_result();
+    result["properties"]["endpoint_id"] = json!({"type": "string"});
+    result["properties"]["url"] = json!({"type": "string"});
+    let triggered = json!({"type": "object", "required": ["event", "results"], "properties": {
+        "event": {"type": "string"}, "results": {"type": "array", "items": result}}});
+    paths.insert("/api/v1/event-types/{event}/trigger".into(), json!({
+        "parameters": event_parameter,
+        "post": {"summary": "Send a sample of this event now to every active endpoint subscribed to it, as the test button does",
+                 "responses": ok(200, triggered)},
+    }));
 }

@@ -162,4 +162,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every endpoint's delivered and failed deliveries of events since `since_ms`, and its pending
     /// ones now.
     async fn endpoint_health(&self, since_ms: i64) -> Result<Vec<EndpointHealth>, StoreError>;
+
+    // --- integrations ---
+    /// Gives an endpoint a new secret; the replaced one keeps signing (beside it) for `grace`.
+    async fn rotate_secret(
+        &self,
+        endpoint_id: &str,
+        secret: String,
+        grace: std::time::Duration,
+    ) -> Result<Rotation, StoreError>;
 }

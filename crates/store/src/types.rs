@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight, RetrySchedule};
 use estate_crm_domain::{EventName, Timestamp};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -148,6 +148,30 @@ pub enum EndpointSource {
     Api,
     /// The simple settings screen (the primary endpoint).
     Settings,
+    /// The REST Hooks API (`/api/v1/hooks`) that Zapier and Make call: one event, and a 410 from
+    /// its target deletes it rather than pausing it.
+    RestHook,
+}
+
+impl EndpointSource {
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointSource::Api => "api",
+            EndpointSource::Settings => "settings",
+            EndpointSource::RestHook => "rest_hook",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(name: &str) -> Option<EndpointSource> {
+        match name {
+            "api" => Some(EndpointSource::Api),
+            "settings" => Some(EndpointSource::Settings),
+            "rest_hook" => Some(EndpointSource::RestHook),
+            _ => None,
+        }
+    }
 }
 
 /// A webhook endpoint as stored.
@@ -177,6 +201,10 @@ pub struct Endpoint {
     pub max_in_flight: MaxInFlight,
     /// Whether it is the one the simple settings manage.
     pub is_primary: bool,
+    /// Which API made it.
+    pub source: EndpointSource,
+    /// What its deliveries' bodies are.
+    pub format: BodyFormat,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -215,6 +243,10 @@ pub struct EndpointSpec {
     pub retry_schedule: Option<RetrySchedule>,
     /// How many attempts may be in flight at once.
     pub max_in_flight: MaxInFlight,
+    /// Which API makes it (the primary endpoint is made by the settings, whatever this says).
+    pub source: EndpointSource,
+    /// What its deliveries' bodies are.
+    pub format: BodyFormat,
 }
 
 impl EndpointSpec {
@@ -229,6 +261,8 @@ impl EndpointSpec {
             description: patch.description.flatten(),
             retry_schedule: patch.retry_schedule.flatten(),
             max_in_flight: patch.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
+            source: EndpointSource::Api,
+            format: patch.format.unwrap_or_default(),
         })
     }
 }
@@ -250,6 +284,18 @@ pub struct EndpointPatch {
     pub retry_schedule: Option<Option<RetrySchedule>>,
     /// New limit.
     pub max_in_flight: Option<MaxInFlight>,
+    /// New body format.
+    pub format: Option<BodyFormat>,
+}
+
+/// A secret rotation's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotation {
+    /// The endpoint, with its new secret.
+    pub endpoint: Endpoint,
+    /// Until when (Unix ms) the replaced secret still signs; `None` when there was none or the grace
+    /// was zero.
+    pub previous_valid_until: Option<i64>,
 }
 
 /// Where a delivery stands.

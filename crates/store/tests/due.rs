@@ -2,8 +2,8 @@
 //! again after a lane puts one back, and the batch limit kept.
 
 use estate_crm_domain::RecordKind;
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight};
-use estate_crm_store::{Actor, EndpointSpec, Role, SqliteConfig, SqliteStore, Store};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
+use estate_crm_store::{Actor, EndpointSource, EndpointSpec, Role, SqliteConfig, SqliteStore, Store};
 use serde_json::json;
 
 async fn store_with_three_contacts(dir: &tempfile::TempDir) -> (SqliteStore, String) {
@@ -19,6 +19,8 @@ async fn store_with_three_contacts(dir: &tempfile::TempDir) -> (SqliteStore, Str
             description: None,
             retry_schedule: None,
             max_in_flight: MaxInFlight::new(16).unwrap(),
+            source: EndpointSource::Api,
+            format: BodyFormat::Json,
         })
         .await
         .unwrap();

@@ -511,7 +511,7 @@ async fn attempt(
             let message = Message {
                 delivery_id: &delivery.id,
                 event_name: delivery.event.as_str(),
-                body: delivery.body.clone(),
+                body: crate::body_for(settings.endpoint.format, delivery.event, &delivery.body),
                 secrets: &secrets,
             };
             shared.sender.send(url, &message).await

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use estate_crm_domain::FieldErrors;
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight, RetrySchedule};
 use estate_crm_store::{Endpoint, EndpointPatch, Store, StoreError};
 use serde_json::{Map, Value};
 
@@ -15,7 +15,8 @@ use crate::{AddressPolicy, TargetUrl, check_destination};
 pub const MAX_SECRET_BYTES: usize = 512;
 /// The longest description.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
-const HTTP_WARNING: &str =
+/// The warning an answer carries for a plain `http://` destination.
+pub const HTTP_WARNING: &str =
     "this URL uses plain http://: payloads travel unencrypted; use https:// where the receiver allows it";
 
 /// The fields a client sent, checked; `warnings` are for the answer.
@@ -36,7 +37,7 @@ pub struct Shape {
 
 /// The endpoints API and the endpoint form.
 pub const ENDPOINT_SHAPE: Shape = Shape {
-    allowed: &["url", "events", "secret", "active", "description", "retry_schedule", "max_in_flight"],
+    allowed: &["url", "events", "secret", "active", "description", "retry_schedule", "max_in_flight", "format"],
     ignored: &[],
 };
 /// The simple settings: the screen sends back what it read, read-only fields included.
@@ -65,14 +66,19 @@ pub async fn parse_endpoint(body: &Value, shape: Shape, policy: AddressPolicy) -
         }
     }
     if let Some(url) = &target {
-        if let Err(blocked) = check_destination(url, policy).await {
-            errors.add("url", format!("{blocked}; webhooks may only go to public addresses"));
+        if let Err(problem) = destination_allowed(url, policy).await {
+            errors.add("url", problem);
         }
         if url.is_plain_http() {
             warnings.push(HTTP_WARNING);
         }
     }
     errors.into_result(EndpointInput { patch, warnings })
+}
+
+/// Whether webhooks may go to `url` under `policy`; the refusal in words.
+pub async fn destination_allowed(url: &TargetUrl, policy: AddressPolicy) -> Result<(), String> {
+    check_destination(url, policy).await.map_err(|blocked| format!("{blocked}; webhooks may only go to public addresses"))
 }
 
 fn parse_field(
@@ -107,6 +113,7 @@ fn parse_field(
         "max_in_flight" => {
             patch.max_in_flight = Some(MaxInFlight::new(value.as_i64().ok_or("must be a whole number")?)?)
         }
+        "format" => patch.format = Some(BodyFormat::parse(value.as_str().ok_or("must be \"json\" or \"slack\"")?)?),
         _ => return Err("is not a known field".into()),
     }
     Ok(())

@@ -11,6 +11,7 @@
 
 mod dispatcher;
 pub mod endpoint_input;
+mod format;
 mod metrics;
 pub mod retry;
 mod sender;
@@ -19,8 +20,12 @@ mod target;
 mod test_button;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig};
+pub use format::body_for;
 pub use metrics::DeliveryMetrics;
 pub use sender::{AttemptOutcome, Message, Sender, SenderConfig};
-pub use signing::{crm_signature, standard_signature, standard_webhooks_secret};
+pub use signing::{
+    Signed, TIMESTAMP_TOLERANCE_SECS, Verification, crm_signature, secret_keys, standard_signature,
+    standard_webhooks_secret, verify,
+};
 pub use target::{AddressPolicy, BlockedError, TargetUrl, UrlError, check_destination, forbidden_reason};
-pub use test_button::{TestResult, TestTarget, send_test};
+pub use test_button::{TestResult, TestTarget, send_sample, send_test};

@@ -102,8 +102,9 @@ pub struct Message<'a> {
     /// The exact body bytes, fixed when the event was recorded.
     pub body: Bytes,
     /// The endpoint's secrets, current first. The first signs
-    /// `X-CRM-Signature`; all of them sign `webhook-signature`. Empty means
-    /// no signature headers.
+    /// `X-CRM-Signature`, the second (a replaced one still valid)
+    /// `X-CRM-Signature-Previous`; all of them sign `webhook-signature`.
+    /// Empty means no signature headers.
     pub secrets: &'a [Vec<u8>],
 }
 
@@ -224,6 +225,11 @@ impl Sender {
             request = request
                 .header("x-crm-signature", crm_signature(current, &msg.body))
                 .header("webhook-signature", standard_signature(&all, msg.delivery_id, timestamp, &msg.body));
+            // While a replaced secret still signs, receivers written for X-CRM-Signature that hold
+            // the old secret find its signature here.
+            if let Some(previous) = msg.secrets.get(1) {
+                request = request.header("x-crm-signature-previous", crm_signature(previous, &msg.body));
+            }
         }
         request.body(Full::new(msg.body.clone())).map_err(|_| AttemptError::BadRequest("a header is not valid"))
     }

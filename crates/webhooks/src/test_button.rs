@@ -1,8 +1,13 @@
 //! The test button: one `webhook.test` event, sent at once, without retries, kept in the log.
+//!
+//! `estate-crm trigger` uses the same path for a sample of any event ([`send_sample`]). Its body
+//! and `X-CRM-Event` name the event it stands for, but it is recorded as a test: an event recorded
+//! under its own name would be owed to every endpoint subscribed to it and sent a second time.
 
 use std::sync::Arc;
 
-use estate_crm_domain::{EventName, payload, sample_contact};
+use estate_crm_domain::webhook::BodyFormat;
+use estate_crm_domain::{EventName, payload, sample_data};
 use estate_crm_store::{NextStep, Outcome, Store, StoreError};
 
 use crate::{Message, Sender, TargetUrl};
@@ -32,6 +37,8 @@ pub struct TestTarget<'a> {
     pub url: &'a TargetUrl,
     /// The secrets to sign with.
     pub secrets: Vec<Vec<u8>>,
+    /// The body the endpoint takes.
+    pub format: BodyFormat,
 }
 
 /// Sends one test event and records it with its attempt.
@@ -41,12 +48,23 @@ pub async fn send_test(
     site_url: &str,
     target: TestTarget<'_>,
 ) -> Result<TestResult, StoreError> {
-    let body = payload::encode(EventName::WebhookTest, chrono::Utc::now(), &sample_contact(), site_url);
+    send_sample(store, sender, site_url, target, EventName::WebhookTest).await
+}
+
+/// Sends a sample of `event` (its catalogue data) at once, without retries, and records it as a test.
+pub async fn send_sample(
+    store: &Arc<dyn Store>,
+    sender: &Sender,
+    site_url: &str,
+    target: TestTarget<'_>,
+    event: EventName,
+) -> Result<TestResult, StoreError> {
+    let body = payload::encode(event, chrono::Utc::now(), &sample_data(event), site_url);
     let delivery = store.begin_test_delivery(target.endpoint_id, body.clone()).await?;
     let message = Message {
         delivery_id: &delivery.id,
-        event_name: EventName::WebhookTest.as_str(),
-        body: body.into(),
+        event_name: event.as_str(),
+        body: crate::body_for(target.format, event, &body.into()),
         secrets: &target.secrets,
     };
     let result = sender.send(target.url, &message).await;

@@ -3,6 +3,7 @@
 mod deliveries;
 mod events;
 mod forms;
+mod integrations;
 mod ops;
 mod records;
 mod users;
@@ -24,7 +25,8 @@ pub fn router(state: AppState, web: Router) -> Router {
         .merge(events::router())
         .merge(webhooks::router())
         .merge(deliveries::router())
-        .merge(users::router());
+        .merge(users::router())
+        .merge(integrations::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(forms::router())

@@ -1,12 +1,15 @@
-//! Webhook settings: the simple settings (the primary endpoint), the endpoints API, and the test button.
+//! Webhook settings: the simple settings (the primary endpoint), the endpoints API, the test button
+//! and secret rotation.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use estate_crm_store::{Endpoint, EndpointSpec};
+use estate_crm_domain::webhook::parse_rotation_grace;
+use estate_crm_store::{Endpoint, EndpointSpec, Rotation};
 use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE, EndpointInput, SaveError, SavedSettings, Shape};
-use estate_crm_webhooks::{TestTarget, send_test, standard_webhooks_secret};
+pub(super) use estate_crm_webhooks::endpoint_input::HTTP_WARNING;
+use estate_crm_webhooks::{TargetUrl, TestTarget, send_test, standard_webhooks_secret};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
@@ -21,10 +24,17 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks/{id}", get(get_endpoint).patch(update_endpoint).delete(delete_endpoint))
         .route("/webhooks/{id}/test", post(test_endpoint))
         .route("/webhooks/{id}/retry-failed", post(retry_failed))
+        .route("/webhooks/{id}/rotate-secret", post(rotate_endpoint_secret))
+        .route("/settings/webhook/rotate-secret", post(rotate_primary_secret))
 }
 
 async fn parse_endpoint(state: &AppState, body: &Value, shape: Shape) -> ApiResult<EndpointInput> {
     endpoint_input::parse_endpoint(body, shape, state.settings.policy).await.map_err(ApiError::invalid)
+}
+
+/// Whether webhooks may go to `url` under the server's address policy; the refusal in words.
+pub(super) async fn destination_allowed(state: &AppState, url: &TargetUrl) -> Result<(), String> {
+    endpoint_input::destination_allowed(url, state.settings.policy).await
 }
 
 /// An endpoint as the API shows it: never its secret.
@@ -40,6 +50,8 @@ fn endpoint_json(endpoint: &Endpoint) -> Map<String, Value> {
         "max_in_flight": endpoint.max_in_flight.get(),
         "disabled_reason": endpoint.disabled_reason,
         "is_primary": endpoint.is_primary,
+        "source": endpoint.source.as_str(),
+        "format": endpoint.format.as_str(),
         "created_at": super::format_millis(endpoint.created_at.timestamp_millis()),
         "updated_at": super::format_millis(endpoint.updated_at.timestamp_millis()),
     }) else {
@@ -168,7 +180,8 @@ async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> A
     };
     let now = chrono::Utc::now().timestamp_millis();
     let (url, secrets) = endpoint_input::test_target(saved, body, now).map_err(ApiError::invalid)?;
-    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets };
+    let format = saved.map(|e| e.format).unwrap_or_default();
+    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets, format };
     let result = send_test(&state.store, &state.sender, &state.settings.site_url, target).await?;
     Ok(Json(json!({
         "ok": result.ok,
@@ -178,4 +191,71 @@ async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> A
         "duration_ms": result.duration_ms,
         "delivery_id": result.delivery_id,
     })))
+}
+
+/// How long the replaced secret keeps signing when the body names no `grace`: as long as a secret
+/// changed through PATCH keeps it.
+const DEFAULT_GRACE: &str = "24h";
+
+async fn rotate_endpoint_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    PathId(id): PathId,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Json<Value>> {
+    let grace = parse_grace(&body)?;
+    let rotation = state.store.rotate_secret(&id, new_secret(), grace).await?;
+    Ok(Json(rotation_json(&rotation)))
+}
+
+async fn rotate_primary_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Json<Value>> {
+    let grace = parse_grace(&body)?;
+    let primary = state
+        .store
+        .primary_endpoint()
+        .await?
+        .ok_or_else(|| ApiError::not_found("no webhook URL is saved yet; save one before rotating its secret"))?;
+    let rotation = state.store.rotate_secret(&primary.id, new_secret(), grace).await?;
+    Ok(Json(rotation_json(&rotation)))
+}
+
+/// `{"grace": "24h"}`; an empty body takes the default.
+fn parse_grace(body: &Value) -> ApiResult<std::time::Duration> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    };
+    if let Some(unknown) = body.keys().find(|k| k.as_str() != "grace") {
+        return Err(ApiError::invalid_field(unknown, "is not a known field; a rotation takes grace"));
+    }
+    let text = match body.get("grace") {
+        None | Some(Value::Null) => DEFAULT_GRACE,
+        Some(Value::String(text)) => text.as_str(),
+        Some(_) => return Err(ApiError::invalid_field("grace", "must be a string like 24h, 30m or 0s")),
+    };
+    parse_rotation_grace(text).map_err(|m| ApiError::invalid_field("grace", m))
+}
+
+/// 32 random bytes, as URL-safe base64 text: the secret's UTF-8 bytes are the HMAC key, as for
+/// any secret a person chose.
+fn new_secret() -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The only answer that shows the new secret, in both forms.
+fn rotation_json(rotation: &Rotation) -> Value {
+    let secret = rotation.endpoint.secret.as_deref().unwrap_or_default();
+    json!({
+        "id": rotation.endpoint.id,
+        "secret": secret,
+        "standard_webhooks_secret": standard_webhooks_secret(secret.as_bytes()),
+        "previous_secret_valid_until": rotation.previous_valid_until.map(super::format_millis),
+    })
 }

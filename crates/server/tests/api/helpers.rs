@@ -405,3 +405,40 @@ async fn handle(
     }
     response.body(Full::new(Bytes::from(reply.body))).unwrap()
 }
+
+/// How a received webhook stands against a secret, checked with the official Standard Webhooks
+/// crate and a plain HMAC, not with the server's own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureCheck {
+    /// `webhook-signature` verifies (one of its entries, and a fresh timestamp).
+    pub standard: bool,
+    /// `X-CRM-Signature` is the HMAC of the body with this secret.
+    pub crm: bool,
+    /// `X-CRM-Signature-Previous` is.
+    pub crm_previous: bool,
+}
+
+impl Received {
+    /// Checks this webhook's signatures against `secret` (the raw secret, as set on the endpoint).
+    pub fn check_signatures(&self, secret: &str) -> SignatureCheck {
+        use base64::Engine as _;
+        use hmac::{KeyInit as _, Mac as _};
+        let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(secret));
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            if let Some(value) = self.headers.get(name) {
+                headers.insert(name, value.parse().expect("a header value"));
+            }
+        }
+        let standard =
+            standardwebhooks::Webhook::new(&whsec).expect("a whsec secret").verify(&self.body, &headers).is_ok();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+        mac.update(&self.body);
+        let expected = hex::encode(mac.finalize().into_bytes());
+        SignatureCheck {
+            standard,
+            crm: self.header("x-crm-signature") == expected,
+            crm_previous: self.header("x-crm-signature-previous") == expected,
+        }
+    }
+}

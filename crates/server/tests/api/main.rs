@@ -21,3 +21,9 @@ mod crash;
 mod hostile;
 mod secrets;
 mod web;
+
+mod cli_tools;
+mod hooks;
+mod interop;
+mod rotation;
+mod slack;

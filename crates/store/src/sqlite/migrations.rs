@@ -205,6 +205,13 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX sessions_by_user ON sessions (user_seq);
     "#,
+    // integrations: which API made an endpoint (a REST hook is deleted by a 410, not paused) and the
+    // body its deliveries carry (the signed JSON, or a Slack message derived from it).
+    r#"
+    ALTER TABLE endpoints ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+    ALTER TABLE endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+    UPDATE endpoints SET source = 'settings' WHERE is_primary = 1;
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction.

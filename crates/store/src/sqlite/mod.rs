@@ -391,6 +391,17 @@ impl Store for SqliteStore {
         self.read(|conn, _| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
+    async fn rotate_secret(
+        &self,
+        endpoint_id: &str,
+        secret: String,
+        grace: std::time::Duration,
+    ) -> Result<Rotation, StoreError> {
+        let id = endpoint_id.to_owned();
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        self.inner.writer.run(move |ctx| webhooks::rotate_secret(ctx, &id, secret, grace_ms)).await
+    }
+
     fn changes(&self) -> &ChangeFeed {
         &self.inner.feed
     }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight, RetrySchedule};
 use estate_crm_domain::{EventName, FieldErrors};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
@@ -12,7 +12,7 @@ use super::records::{insert_event, paginate, parse_cursor};
 use super::writer::{Route, WriteCtx};
 use crate::{
     Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointPatch,
-    EndpointSpec, NextStep, Outcome, Page, PageRequest, StoreError, TestDelivery, ids,
+    EndpointSource, EndpointSpec, NextStep, Outcome, Page, PageRequest, Rotation, StoreError, TestDelivery, ids,
 };
 
 /// How long a replaced secret keeps signing, so receivers can switch without losing deliveries.
@@ -54,7 +54,7 @@ fn load_routes(conn: &Connection, tag: &str) -> Result<Vec<Route>, StoreError> {
 }
 
 const ENDPOINT_COLUMNS: &str = "seq, url, events, secret, previous_secret, previous_secret_until, active, \
-    disabled_reason, description, retry_schedule, max_in_flight, is_primary, created_at, updated_at";
+    disabled_reason, description, retry_schedule, max_in_flight, is_primary, created_at, updated_at, source, format";
 
 fn endpoint_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Endpoint> {
     let bad = |column: usize, message: String| {
@@ -63,6 +63,8 @@ fn endpoint_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Endpoint> {
     let events: String = row.get(2)?;
     let schedule: Option<String> = row.get(9)?;
     let max_in_flight: i64 = row.get(10)?;
+    let source: String = row.get(14)?;
+    let format: String = row.get(15)?;
     Ok(Endpoint {
         id: ids::format(ENDPOINT_PREFIX, tag, row.get(0)?),
         url: row.get(1)?,
@@ -78,6 +80,8 @@ fn endpoint_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Endpoint> {
         is_primary: row.get(11)?,
         created_at: millis(row.get(12)?),
         updated_at: millis(row.get(13)?),
+        source: EndpointSource::parse(&source).ok_or_else(|| bad(14, format!("unknown endpoint source {source}")))?,
+        format: BodyFormat::parse(&format).map_err(|e| bad(15, e))?,
     })
 }
 
@@ -127,8 +131,8 @@ pub(super) fn create_endpoint(
     ctx.tx
         .prepare_cached(
             "INSERT INTO endpoints (url, events, secret, active, description, retry_schedule, max_in_flight,
-                                    is_primary, created_at, updated_at, cursor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, (SELECT COALESCE(MAX(seq), 0) FROM events))",
+                                    is_primary, created_at, updated_at, cursor, source, format)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, (SELECT COALESCE(MAX(seq), 0) FROM events), ?10, ?11)",
         )?
         .execute(params![
             spec.url,
@@ -140,6 +144,8 @@ pub(super) fn create_endpoint(
             spec.max_in_flight.get() as i64,
             primary,
             now,
+            if primary { EndpointSource::Settings.as_str() } else { spec.source.as_str() },
+            spec.format.as_str(),
         ])?;
     let seq = ctx.tx.last_insert_rowid();
     if seq > fanout::MAX_ENDPOINT_SEQ {
@@ -212,6 +218,9 @@ fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointP
     if let Some(max) = patch.max_in_flight {
         new.max_in_flight = max;
     }
+    if let Some(format) = patch.format {
+        new.format = format;
+    }
     if new.events != old.events || new.active != old.active {
         let subscription = fanout::subscription(ctx.tx, seq)?
             .ok_or_else(|| StoreError::internal("changing an endpoint", "it vanished"))?;
@@ -221,7 +230,7 @@ fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointP
         .prepare_cached(
             "UPDATE endpoints SET url = ?2, events = ?3, secret = ?4, previous_secret = ?5, previous_secret_until = ?6,
                 active = ?7, disabled_reason = ?8, description = ?9, retry_schedule = ?10, max_in_flight = ?11,
-                updated_at = ?12
+                updated_at = ?12, format = ?13
              WHERE seq = ?1",
         )?
         .execute(params![
@@ -237,18 +246,53 @@ fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointP
             new.retry_schedule.as_ref().map(ToString::to_string),
             new.max_in_flight.get() as i64,
             now,
+            new.format.as_str(),
         ])?;
     ctx.changes.settings_changed = true;
     new.updated_at = millis(now);
     Ok(new)
 }
 
+/// Gives an endpoint a new secret; the one it replaces keeps signing for `grace_ms` (none when 0).
+pub(super) fn rotate_secret(
+    ctx: &mut WriteCtx<'_>,
+    id: &str,
+    secret: String,
+    grace_ms: i64,
+) -> Result<Rotation, StoreError> {
+    let seq = endpoint_seq(&ctx.state.tag, id)?;
+    let mut endpoint =
+        find_endpoint(ctx.tx, &ctx.state.tag, seq)?.ok_or_else(|| StoreError::not_found("no endpoint has this id"))?;
+    let now = Utc::now().timestamp_millis();
+    let previous = endpoint.secret.take().filter(|_| grace_ms > 0);
+    let until = previous.as_ref().map(|_| now.saturating_add(grace_ms));
+    ctx.tx.execute(
+        "UPDATE endpoints SET secret = ?2, previous_secret = ?3, previous_secret_until = ?4, updated_at = ?5
+         WHERE seq = ?1",
+        params![seq, secret, previous, until, now],
+    )?;
+    ctx.changes.settings_changed = true;
+    endpoint.secret = Some(secret);
+    endpoint.previous_secret = previous;
+    endpoint.previous_secret_until = until;
+    endpoint.updated_at = millis(now);
+    Ok(Rotation { endpoint, previous_valid_until: until })
+}
+
 /// Deleting an endpoint removes its deliveries too: nothing more is sent to it, and its log goes with it.
 pub(super) fn delete_endpoint(ctx: &mut WriteCtx<'_>, id: &str) -> Result<(), StoreError> {
     let seq = endpoint_seq(&ctx.state.tag, id)?;
+    if !delete_endpoint_seq(ctx, seq)? {
+        return Err(StoreError::not_found("no endpoint has this id"));
+    }
+    Ok(())
+}
+
+/// Deletes an endpoint and its deliveries; false when there was none.
+fn delete_endpoint_seq(ctx: &mut WriteCtx<'_>, seq: i64) -> Result<bool, StoreError> {
     let deleted = ctx.tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
     if deleted == 0 {
-        return Err(StoreError::not_found("no endpoint has this id"));
+        return Ok(false);
     }
     ctx.tx.execute(
         "DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM deliveries WHERE endpoint_seq = ?1)",
@@ -256,7 +300,7 @@ pub(super) fn delete_endpoint(ctx: &mut WriteCtx<'_>, id: &str) -> Result<(), St
     )?;
     ctx.tx.execute("DELETE FROM deliveries WHERE endpoint_seq = ?1", [seq])?;
     ctx.changes.settings_changed = true;
-    Ok(())
+    Ok(true)
 }
 
 const DELIVERY_COLUMNS: &str = "d.seq, d.event_seq, e.name, d.endpoint_seq, d.status, d.attempts, d.next_attempt_at, \
@@ -583,6 +627,11 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
         if outcome.attempt == 1 && endpoint != 0 {
             first_attempted.insert(endpoint);
         }
+        if matches!(outcome.next, NextStep::Gone { .. }) && is_rest_hook(ctx.tx, endpoint)? {
+            // REST Hooks: a 410 means the subscriber (Zapier, Make) dropped it; it goes, with its log.
+            delete_endpoint_seq(ctx, endpoint)?;
+            continue;
+        }
         if let NextStep::Gone { reason } = &outcome.next
             && let Some(subscription) = fanout::subscription(ctx.tx, endpoint)?
         {
@@ -601,6 +650,14 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
         }
     }
     Ok(())
+}
+
+fn is_rest_hook(conn: &Connection, seq: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT source FROM endpoints WHERE seq = ?1")?
+        .query_row([seq], |row| row.get::<_, String>(0))
+        .optional()?
+        .is_some_and(|source| source == EndpointSource::RestHook.as_str()))
 }
 
 /// Writes a delivery's first attempt: a new row for an owed delivery, or the row of one written as
