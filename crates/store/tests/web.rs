@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 use estate_crm_domain::RecordKind;
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
 use estate_crm_store::credentials::hash_password;
 use estate_crm_store::{
-    Actor, EndpointSpec, NewUser, NextStep, Outcome, Role, SessionLimits, SqliteConfig, SqliteStore, Store,
+    Actor, EndpointSource, EndpointSpec, NewUser, NextStep, Outcome, Role, SessionLimits, SqliteConfig, SqliteStore,
+    Store,
 };
 use serde_json::json;
 
@@ -41,6 +42,8 @@ async fn health_counts_delivered_and_failed_in_the_window_and_every_pending_one(
         description: None,
         retry_schedule: None,
         max_in_flight: MaxInFlight::new(16).unwrap(),
+        source: EndpointSource::Api,
+        format: BodyFormat::Json,
     };
     let endpoint = store.create_endpoint(spec.clone()).await.unwrap().id;
     let quiet = store
@@ -152,6 +155,8 @@ async fn counts_remembered_for_settled_event_ranges_still_follow_status_changes(
         description: None,
         retry_schedule: None,
         max_in_flight: MaxInFlight::new(16).unwrap(),
+        source: EndpointSource::Api,
+        format: BodyFormat::Json,
     };
     let endpoint = store.create_endpoint(spec).await.unwrap().id;
     let actor = Actor { user_id: "usr_test".into(), role: Role::Admin };

@@ -78,7 +78,9 @@ pub async fn parse_endpoint(body: &Value, shape: Shape, policy: AddressPolicy) -
 
 /// Whether webhooks may go to `url` under `policy`; the refusal in words.
 pub async fn destination_allowed(url: &TargetUrl, policy: AddressPolicy) -> Result<(), String> {
-    check_destination(url, policy).await.map_err(|blocked| format!("{blocked}; webhooks may only go to public addresses"))
+    check_destination(url, policy)
+        .await
+        .map_err(|blocked| format!("{blocked}; webhooks may only go to public addresses"))
 }
 
 fn parse_field(

@@ -7,8 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use estate_crm_domain::webhook::parse_rotation_grace;
 use estate_crm_store::{Endpoint, EndpointSpec, Rotation};
-use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE, EndpointInput, SaveError, SavedSettings, Shape};
 pub(super) use estate_crm_webhooks::endpoint_input::HTTP_WARNING;
+use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE, EndpointInput, SaveError, SavedSettings, Shape};
 use estate_crm_webhooks::{TargetUrl, TestTarget, send_test, standard_webhooks_secret};
 use serde_json::{Map, Value, json};
 

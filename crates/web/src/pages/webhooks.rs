@@ -193,7 +193,8 @@ pub async fn run_test(state: &WebState, saved: Option<&Endpoint>, values: &Endpo
         Err(errors) => return TestOutcome::Refused(errors.to_string()),
     };
     let config = &state.inner.config;
-    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets };
+    let format = saved.map(|e| e.format).unwrap_or_default();
+    let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets, format };
     match send_test(&config.store, &config.sender, &config.site_url, target).await {
         Ok(result) => TestOutcome::Sent(result),
         Err(err) => {
