@@ -137,7 +137,8 @@ impl Visitor {
 /// Sends a visitor without a session to the login page, to come back here after.
 fn to_login(parts: &Parts) -> Response {
     let next = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    // Escaped as a query value, but with its slashes kept: `/login?next=/settings/webhooks`.
+    let next = url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>().replace("%2F", "/");
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
@@ -265,12 +266,12 @@ impl FromRequest<WebState> for AnonymousForm {
 }
 
 /// The login cookie's secret: the one the browser has, or a new one to set.
-pub fn login_secret(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+pub fn login_secret(headers: &HeaderMap, secure: bool) -> (String, Option<HeaderValue>) {
     match cookie_value(headers, LOGIN_COOKIE).filter(|s| s.len() >= 32) {
         Some(secret) => (secret, None),
         None => {
             let secret = new_secret();
-            let cookie = set_cookie(LOGIN_COOKIE, secret.clone(), 3600, false);
+            let cookie = set_cookie(LOGIN_COOKIE, secret.clone(), 3600, secure);
             (secret, Some(cookie))
         }
     }

@@ -199,7 +199,11 @@ async fn a_wrong_password_gets_one_message_and_a_right_one_a_session_that_surviv
         assert!(page.html.contains("Wrong email or password.") && page.html.contains("role=\"alert\""));
         assert!(page.set_cookie("ecrm_session").is_none());
     }
-    assert_eq!(browser.get("/").await.location(), "/login?next=%2F", "still signed out");
+    assert_eq!(browser.get("/").await.location(), "/login?next=/", "still signed out");
+    assert_eq!(
+        browser.get("/settings/deliveries?status=failed").await.location(),
+        "/login?next=/settings/deliveries%3Fstatus%3Dfailed"
+    );
 
     let page = browser.sign_in("Agent@Example.com", "agent-password").await;
     assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/"));
@@ -438,4 +442,17 @@ async fn an_agent_lists_only_their_own_records() {
     assert!(page.html.contains("Agents Own") && !page.html.contains("Admins Own"), "{}", page.html);
     assert!(browser.get("/account").await.html.contains("import"), "the token is listed by name");
     assert!(!browser.get("/account").await.html.contains(&token), "and never shown again");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_site_is_served_over_https() {
+    let app = TestApp::spawn_with(&["--site-url", "https://crm.example.com"]).await;
+    make_user(&app, "agent@example.com", "agent").await;
+    let mut browser = Browser::new(&app);
+    let login = browser.get("/login").await;
+    assert!(login.set_cookie("ecrm_login").unwrap().contains("Secure"), "the login form's cookie too");
+    let page = browser.sign_in("agent@example.com", "agent-password").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+    let cookie = page.set_cookie("ecrm_session").expect("a session cookie");
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
 }

@@ -29,10 +29,11 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site: `/x`, never `//other.example` or `/\other.example`.
+/// Only a path on this site: `/x`, never `//other.example` or `/\other.example`, and only visible
+/// ASCII (a header value cannot hold more).
 fn safe_next(next: &str) -> &str {
     let local = next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\");
-    if local { next } else { "/" }
+    if local && next.len() <= 2000 && next.bytes().all(|b| b.is_ascii_graphic()) { next } else { "/" }
 }
 
 fn login_form(csrf: &str, email: &str, next: &str, message: Option<&Flash>) -> Markup {
@@ -61,8 +62,12 @@ fn with_login_cookie(cookie: Option<axum::http::HeaderValue>, status: StatusCode
 }
 
 /// `GET /login`.
-pub async fn login_page(headers: HeaderMap, Query(query): Query<LoginQuery>) -> Response {
-    let (secret, cookie) = login_secret(&headers);
+pub async fn login_page(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let (secret, cookie) = login_secret(&headers, state.secure_cookies());
     let next = safe_next(query.next.as_deref().unwrap_or("/"));
     with_login_cookie(cookie, StatusCode::OK, login_form(&csrf_token(&secret), "", next, None))
 }
@@ -183,7 +188,7 @@ pub async fn setup_page(
         Ok(false) => return error_page::not_found(None),
         Err(response) => return response,
     }
-    let (secret, cookie) = login_secret(&headers);
+    let (secret, cookie) = login_secret(&headers, state.secure_cookies());
     with_login_cookie(cookie, StatusCode::OK, setup_form(&csrf_token(&secret), &code, "", "", &FieldErrors::new()))
 }
 
@@ -221,5 +226,18 @@ pub async fn setup(State(state): State<WebState>, posted: AnonymousForm) -> Resp
             }
             _ => error_page::internal(&err),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_site_and_fits_in_a_header() {
+        assert_eq!(safe_next("/settings/webhooks?x=1"), "/settings/webhooks?x=1");
+        for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "", "/a\r\nSet-Cookie: x", "/é"] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
     }
 }
