@@ -194,6 +194,8 @@ async fn the_log_filtered_by_event_pages_newest_first_with_the_other_filters() {
         description: None,
         retry_schedule: None,
         max_in_flight: MaxInFlight::new(16).unwrap(),
+        source: EndpointSource::Api,
+        format: BodyFormat::Json,
     };
     let first = store.create_endpoint(spec.clone()).await.unwrap().id;
     let second = store.create_endpoint(spec).await.unwrap().id;
