@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use estate_crm_store::{SqliteConfig, SqliteStore, Store};
+use estate_crm_webhooks::hubspot::{HubspotHandle, HubspotSync};
 use estate_crm_webhooks::{AddressPolicy, DeliveryMetrics, Dispatcher, DispatcherConfig, Sender, SenderConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -31,6 +32,7 @@ pub struct Application {
     address: SocketAddr,
     state: AppState,
     dispatcher: Dispatcher,
+    hubspot: HubspotSync,
     retention: Duration,
     /// Where the data lives, as the start line says it.
     data: String,
@@ -59,6 +61,8 @@ impl Application {
             DispatcherConfig { default_schedule: config.retry_schedule.clone(), shutdown_grace: SHUTDOWN_GRACE },
             delivery_metrics,
         );
+        let hubspot_handle = HubspotHandle::default();
+        let hubspot = HubspotSync::new(store.clone(), policy, hubspot_handle.clone());
         let state = AppState {
             auth: Authenticator::new(store.clone()),
             store,
@@ -66,12 +70,13 @@ impl Application {
             settings: Arc::new(Settings { site_url, policy }),
             metrics: Arc::new(Metrics::new(registry)),
             form_limiter: Arc::new(RateLimiter::new(config.form_rate_per_minute)),
+            hubspot: hubspot_handle,
         };
         let data = match &config.database {
             Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
             Database::Postgres(_) => "PostgreSQL".to_owned(),
         };
-        Ok(Application { listener, address, data, state, dispatcher, retention: config.retention })
+        Ok(Application { listener, address, data, state, dispatcher, hubspot, retention: config.retention })
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -90,6 +95,7 @@ impl Application {
         println!("estate-crm listening on http://{}, data in {}", self.address, self.data);
         let _ = std::io::stdout().flush();
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
+        let hubspot = tokio::spawn(self.hubspot.run(shutdown.child_token()));
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
         let router = routes::router(self.state);
@@ -98,6 +104,7 @@ impl Application {
             .await;
         shutdown.cancel();
         let _ = dispatcher.await;
+        let _ = hubspot.await;
         tracing::info!("estate-crm stopped");
         served.context("serving HTTP")
     }

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod dispatcher;
+pub mod hubspot;
 mod metrics;
 pub mod retry;
 mod sender;

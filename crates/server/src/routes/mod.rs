@@ -3,6 +3,7 @@
 mod deliveries;
 mod events;
 mod forms;
+mod hubspot;
 mod ops;
 mod records;
 mod users;
@@ -24,7 +25,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(webhooks::router())
         .merge(deliveries::router())
-        .merge(users::router());
+        .merge(users::router())
+        .merge(hubspot::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(forms::router())
