@@ -19,4 +19,6 @@ mod test_button;
 
 mod crash;
 mod hostile;
+mod hubspot;
+mod hubspot_standin;
 mod secrets;

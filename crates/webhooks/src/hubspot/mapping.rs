@@ -79,6 +79,8 @@ pub fn contact_properties(record: &Value) -> Map<String, Value> {
     for (ours, theirs) in CONTACT_FIELDS {
         properties.insert((*theirs).to_owned(), json!(text(record, ours)));
     }
+    // HubSpot keeps emails in lowercase; sending them so keeps the fingerprint of what was sent true.
+    properties.insert("email".to_owned(), json!(contact_email(record).unwrap_or_default()));
     if let Some(stage) = lifecycle_stage(&text(record, "lifecycle_stage")) {
         properties.insert("lifecyclestage".to_owned(), json!(stage));
     }
@@ -146,6 +148,7 @@ mod tests {
         assert_eq!(properties["firstname"], "Ada");
         assert_eq!(properties["lastname"], "");
         assert_eq!(properties["zip"], "N1");
+        assert_eq!(properties["email"], "ada@example.com");
         assert_eq!(properties["lifecyclestage"], "customer");
         assert_eq!(properties[LEAD_SOURCE_PROPERTY], "Zillow");
         assert_eq!(properties[ID_PROPERTY], "con_x1");
