@@ -1,5 +1,5 @@
 //! What the HubSpot integration keeps: its settings (with the access token, never shown), its
-//! durable positions (the event-log cursor, the backfill's place, the deal sweep's place), the map
+//! durable positions (the event-log cursor and the backfill's place), the map
 //! from our records to HubSpot's objects, and the sync log.
 //!
 //! The positions live beside the settings in one row, but the sync worker moves them only through
@@ -8,11 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt;
+
 use bytes::Bytes;
 use estate_crm_domain::{Record, RecordKind};
 
-/// The integration's settings and positions as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// The integration's settings and positions as stored. Its `Debug` leaves the token out.
+#[derive(Clone, PartialEq)]
 pub struct HubspotSettings {
     /// The private app's access token. Never shown by the API, never logged.
     pub access_token: Option<String>,
@@ -38,8 +40,6 @@ pub struct HubspotSettings {
     pub backfill: Option<Backfill>,
     /// How many records the last or current backfill has sent.
     pub backfill_done: u64,
-    /// The record seq after which the deal sweep goes on.
-    pub sweep_after: i64,
 }
 
 /// Where a backfill is: which kind it is walking, and the list cursor of its next page.
@@ -51,8 +51,8 @@ pub struct Backfill {
     pub page_cursor: Option<String>,
 }
 
-/// A settings change; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
+/// A settings change; `None` leaves a field as it is. Its `Debug` leaves the token out.
+#[derive(Clone, Default)]
 pub struct HubspotPatch {
     /// A new access token.
     pub access_token: Option<String>,
@@ -163,8 +163,6 @@ pub struct HubspotCommit {
     pub backfill: Option<Option<Backfill>>,
     /// Records the backfill sent in this batch.
     pub backfill_sent: u64,
-    /// Moves the deal sweep here.
-    pub sweep_after: Option<i64>,
     /// The mapping rows to write or remove.
     pub mappings: Vec<MappingChange>,
     /// The sync log lines.
@@ -182,4 +180,54 @@ pub struct HubspotCounts {
     pub newest_event: i64,
     /// Contacts and deals in estate-crm (the backfill's total).
     pub records: u64,
+}
+
+/// Shows whether a token is set, never the token: settings may end up in a log line.
+fn redacted(token: &Option<String>) -> &'static str {
+    if token.is_some() { "<set>" } else { "<none>" }
+}
+
+impl fmt::Debug for HubspotSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubspotSettings")
+            .field("access_token", &redacted(&self.access_token))
+            .field("base_url", &self.base_url)
+            .field("deal_pipeline", &self.deal_pipeline)
+            .field("stage_map", &self.stage_map)
+            .field("enabled", &self.enabled)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_window_ms", &self.rate_window_ms)
+            .field("paused_reason", &self.paused_reason)
+            .field("version", &self.version)
+            .field("cursor", &self.cursor)
+            .field("backfill", &self.backfill)
+            .field("backfill_done", &self.backfill_done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for HubspotPatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubspotPatch")
+            .field("access_token", &redacted(&self.access_token))
+            .field("base_url", &self.base_url)
+            .field("deal_pipeline", &self.deal_pipeline)
+            .field("stage_map", &self.stage_map)
+            .field("enabled", &self.enabled)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_window_ms", &self.rate_window_ms)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let patch = HubspotPatch { access_token: Some("pat-secret-123".into()), ..HubspotPatch::default() };
+        let shown = format!("{patch:?}");
+        assert!(!shown.contains("pat-secret-123") && shown.contains("<set>"), "{shown}");
+    }
 }

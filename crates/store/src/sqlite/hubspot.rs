@@ -21,7 +21,7 @@ const DEFAULT_RATE_LIMIT: u32 = 100;
 const DEFAULT_RATE_WINDOW_MS: u32 = 10_000;
 
 const SETTINGS_COLUMNS: &str = "access_token, base_url, deal_pipeline, stage_map, enabled, rate_limit, rate_window_ms, \
-     paused_reason, version, cursor, backfill_kind, backfill_page, backfill_done, sweep_after";
+     paused_reason, version, cursor, backfill_kind, backfill_page, backfill_done";
 
 fn settings_from_row(row: &Row<'_>) -> rusqlite::Result<HubspotSettings> {
     let stage_map: String = row.get(3)?;
@@ -42,7 +42,6 @@ fn settings_from_row(row: &Row<'_>) -> rusqlite::Result<HubspotSettings> {
             .map(|kind| Ok::<_, rusqlite::Error>(Backfill { kind, page_cursor: row.get(11)? }))
             .transpose()?,
         backfill_done: row.get::<_, i64>(12)?.try_into().unwrap_or(0),
-        sweep_after: row.get(13)?,
     })
 }
 
@@ -71,7 +70,6 @@ pub(super) fn put_settings(ctx: &mut WriteCtx<'_>, patch: HubspotPatch) -> Resul
         cursor: -1,
         backfill: None,
         backfill_done: 0,
-        sweep_after: 0,
     });
     if next.cursor < 0 {
         next.cursor = ctx.tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| row.get(0))?;
@@ -209,9 +207,6 @@ pub(super) fn commit(ctx: &mut WriteCtx<'_>, commit: &HubspotCommit) -> Result<(
     let tag = ctx.state.tag.clone();
     if let Some(cursor) = commit.cursor {
         ctx.tx.execute("UPDATE hubspot_settings SET cursor = MAX(cursor, ?1) WHERE id = 1", [cursor])?;
-    }
-    if let Some(after) = commit.sweep_after {
-        ctx.tx.execute("UPDATE hubspot_settings SET sweep_after = ?1 WHERE id = 1", [after])?;
     }
     if let Some(backfill) = &commit.backfill {
         // Only a backfill still running moves on: one started again meanwhile begins afresh.

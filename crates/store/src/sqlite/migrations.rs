@@ -213,7 +213,6 @@ const MIGRATIONS: &[&str] = &[
         backfill_kind TEXT,
         backfill_page TEXT,
         backfill_done INTEGER NOT NULL DEFAULT 0,
-        sweep_after INTEGER NOT NULL DEFAULT 0,
         updated_at INTEGER NOT NULL
     );
     CREATE TABLE hubspot_map (
