@@ -118,12 +118,17 @@ async fn difference(app: &TestApp, hub: &HubSpot) -> Option<String> {
     None
 }
 
-/// Waits until HubSpot mirrors estate-crm, failing with the last difference after [`CATCH_UP`].
+/// Waits until HubSpot mirrors estate-crm and the sync has committed every event (so its log and
+/// mappings are written too), failing with the last difference after [`CATCH_UP`].
 async fn wait_until_mirrored(app: &TestApp, hub: &HubSpot) {
     let deadline = Instant::now() + CATCH_UP;
     loop {
-        let Some(difference) = difference(app, hub).await else { return };
         let state = app.get("/api/v1/integrations/hubspot").await.body;
+        let difference = match difference(app, hub).await {
+            None if state["backlog"] == 0 => return,
+            None => "the sync has not committed every event yet".to_owned(),
+            Some(difference) => difference,
+        };
         assert!(Instant::now() < deadline, "HubSpot did not catch up: {difference}; state {state}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -301,9 +306,10 @@ async fn contacts_and_deals_are_mirrored_through_failures_rate_limits_and_crashe
     let upserted = sent.body["items"].as_array().unwrap().iter().find(|l| l["status_code"] == 200).expect("a 200 line");
     assert!(upserted["hubspot_id"].is_string());
     assert_eq!(upserted["sent"]["lastname"], "Jones", "{upserted}");
-    let state = app.get("/api/v1/integrations/hubspot").await.body;
+    let live_deals = json!(deal_ids.len() - doomed_deals.len());
+    let state =
+        wait_for_state(&app, "the mappings of the archived deals to go", |s| s["counts"]["deals"] == live_deals).await;
     assert_eq!(state["state"], "connected");
-    assert_eq!(state["counts"]["deals"], json!(deal_ids.len() - doomed_deals.len()), "{state}");
 }
 
 #[tokio::test]
@@ -321,12 +327,25 @@ async fn a_revoked_token_pauses_the_sync_until_a_working_one_is_saved() {
     assert_eq!(hub.unauthorized(), 1, "a refused token is not tried again and again");
     assert_eq!(hub.live("contacts").len(), 1);
 
+    // Changes made while paused wait in the event log; several to one record become one request.
+    let carol = app.create("contacts", json!({"first_name": "Carol", "email": "carol@example.com"})).await;
+    let carol = carol["id"].as_str().unwrap();
+    for name in ["Caroline", "Carla", "Carola"] {
+        let changed = app.patch(&format!("/api/v1/contacts/{carol}"), json!({"first_name": name})).await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    }
+
     let resumed = app.put("/api/v1/integrations/hubspot", json!({"access_token": "pat-na1-rotated"})).await;
     assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
     assert_eq!(resumed.body["state"], "connected");
     wait_until_mirrored(&app, &hub).await;
-    assert_eq!(hub.live("contacts").len(), 2);
+    assert_eq!(hub.live("contacts").len(), 3);
     assert_eq!(hub.unauthorized(), 1);
+    let log = app.get(&format!("/api/v1/integrations/hubspot/log?record_id={carol}")).await;
+    let lines = log.body["items"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "four changes while paused, one upsert: {}", log.body);
+    assert_eq!(lines[0]["sent"]["firstname"], "Carola");
+    assert_eq!(lines[0]["status_code"], 200);
 }
 
 #[tokio::test]

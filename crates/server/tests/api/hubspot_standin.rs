@@ -258,8 +258,13 @@ async fn token_info(State(state): State<Shared>, headers: HeaderMap, Json(body):
     .into_response()
 }
 
-fn inputs(body: &Value) -> Result<Vec<Value>, Box<Response>> {
+/// A batch's inputs: 400 unless 1 to 100. The size is noted first, refused or not.
+fn inputs(state: &Shared, body: &Value) -> Result<Vec<Value>, Box<Response>> {
     let inputs = body.get("inputs").and_then(Value::as_array).cloned().unwrap_or_default();
+    {
+        let mut s = state.lock().unwrap();
+        s.largest_batch = s.largest_batch.max(inputs.len());
+    }
     if inputs.is_empty() || inputs.len() > MAX_INPUTS {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -285,12 +290,11 @@ async fn batch(
     if let Err(response) = gate(&state, &headers) {
         return *response;
     }
-    let inputs = match inputs(&body) {
+    let inputs = match inputs(&state, &body) {
         Ok(inputs) => inputs,
         Err(response) => return *response,
     };
     let mut s = state.lock().unwrap();
-    s.largest_batch = s.largest_batch.max(inputs.len());
     match op.as_str() {
         "upsert" => upsert(&mut s, &object, &inputs),
         "update" => update(&mut s, &object, &inputs),
@@ -403,7 +407,7 @@ async fn associate(State(state): State<Shared>, headers: HeaderMap, Json(body): 
     if let Err(response) = gate(&state, &headers) {
         return *response;
     }
-    let inputs = match inputs(&body) {
+    let inputs = match inputs(&state, &body) {
         Ok(inputs) => inputs,
         Err(response) => return *response,
     };
