@@ -312,8 +312,10 @@ impl HubspotSync {
             }
         }
         if batch.is_empty() {
+            // Nothing to send: the next page waits like an idle worker, which bounds what a sweep of
+            // a large deal list costs (a page of 100 per poll) and never delays an event for long.
             self.sweep_after = last_seq;
-            return Ok(Progress::Worked);
+            return Ok(Progress::Idle);
         }
         let mut commit = HubspotCommit::default();
         self.send(settings, &batch, &mut commit).await?;
