@@ -326,6 +326,9 @@ async fn a_revoked_token_pauses_the_sync_until_a_working_one_is_saved() {
     assert!(paused["paused_reason"].as_str().unwrap().contains("401"), "{paused}");
     assert_eq!(hub.unauthorized(), 1, "a refused token is not tried again and again");
     assert_eq!(hub.live("contacts").len(), 1);
+    // The pause outlasts a restart, and a paused sync does not hold up a graceful stop.
+    let app = app.restart().await;
+    assert_eq!(app.get("/api/v1/integrations/hubspot").await.body["paused_reason"], paused["paused_reason"]);
 
     // Changes made while paused wait in the event log; several to one record become one request.
     let carol = app.create("contacts", json!({"first_name": "Carol", "email": "carol@example.com"})).await;
@@ -377,4 +380,34 @@ async fn a_backfill_sends_what_existed_before_the_connection_and_resumes_after_a
     assert_eq!(done["backfill"]["done"], 570, "{done}");
     wait_until_mirrored(&app, &hub).await;
     assert_nothing_created_twice(&hub);
+}
+
+#[tokio::test]
+async fn a_batch_hubspot_refuses_is_logged_per_record_and_the_sync_goes_on() {
+    let hub = HubSpot::start().await;
+    let app = TestApp::spawn().await;
+    connect(&app, &hub, 100, 1000).await;
+    let mapped = app.put("/api/v1/integrations/hubspot", json!({"stage_map": {"new": "no-such-stage"}})).await;
+    assert_eq!(mapped.status, StatusCode::OK, "{}", mapped.body);
+    assert_eq!(mapped.body["stage_map"]["new"], "no-such-stage");
+    let contact = app.create("contacts", json!({"first_name": "Dee", "email": "dee@example.com"})).await;
+    let deal = app.create("deals", json!({"title": "Mews", "stage": "new", "contact_id": contact["id"]})).await;
+    let deal = deal["id"].as_str().unwrap();
+    wait_for_state(&app, "the batch to be dealt with", |s| s["backlog"] == 0).await;
+
+    let log = app.get(&format!("/api/v1/integrations/hubspot/log?record_id={deal}")).await;
+    let line = &log.body["items"][0];
+    assert_eq!(line["status_code"], 400, "{}", log.body);
+    assert!(line["error"].as_str().unwrap().contains("no-such-stage"), "{line}");
+    assert!(line["hubspot_id"].is_null());
+    assert!(hub.live("deals").is_empty());
+    assert_eq!(hub.live("contacts").len(), 1, "the contact of the same batch went through");
+
+    // After the map is fixed, later changes go through; the refused deal needs its next change
+    // (or a backfill) to be sent again.
+    app.put("/api/v1/integrations/hubspot", json!({"stage_map": {"new": "appointmentscheduled"}})).await;
+    let moved = app.patch(&format!("/api/v1/deals/{deal}"), json!({"stage": "offer_made"})).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    wait_until_mirrored(&app, &hub).await;
+    assert_eq!(hub.live("deals").len(), 1);
 }

@@ -331,7 +331,34 @@ fn make(s: &mut Inner, object: &str, key: &str, properties: Map<String, Value>) 
     id
 }
 
+/// The stage ids of the default sales pipeline, the only pipeline the stand-in has.
+const STAGES: &[&str] = &[
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "decisionmakerboughtin",
+    "contractsent",
+    "closedwon",
+    "closedlost",
+];
+
+/// HubSpot refuses a whole batch when one input's property value is not allowed.
+fn invalid_stage(inputs: &[Value]) -> Option<Response> {
+    let bad = inputs
+        .iter()
+        .filter_map(|i| i.pointer("/properties/dealstage")?.as_str())
+        .find(|stage| !STAGES.contains(stage))?;
+    Some(error(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        &format!("Property values were not valid: {bad} was not one of the allowed options for dealstage"),
+    ))
+}
+
 fn upsert(s: &mut Inner, object: &str, inputs: &[Value]) -> Response {
+    if let Some(refused) = invalid_stage(inputs) {
+        return refused;
+    }
     let mut seen = std::collections::HashSet::new();
     let mut results = Vec::new();
     for input in inputs {
