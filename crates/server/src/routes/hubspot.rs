@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use estate_crm_domain::FieldErrors;
 use estate_crm_domain::schema::PIPELINE;
 use estate_crm_store::{HubspotPatch, HubspotSettings, PageRequest};
-use estate_crm_webhooks::hubspot::check_connection;
+use estate_crm_webhooks::hubspot::{CheckTarget, check_connection};
 use estate_crm_webhooks::{TargetUrl, check_destination};
 use serde_json::{Map, Value, json};
 
@@ -172,10 +172,16 @@ async fn state_json(state: &AppState, settings: Option<&HubspotSettings>) -> Api
 
 async fn check(_: Admin, State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let settings = state.store.hubspot_settings().await?;
-    let Some((base_url, token)) = settings.and_then(|s| Some((s.base_url, s.access_token?))) else {
+    let Some((settings, token)) = settings.and_then(|s| s.access_token.clone().map(|token| (s, token))) else {
         return Err(ApiError::not_found("HubSpot is not connected: save an access token first"));
     };
-    Ok(Json(check_connection(state.settings.policy, &base_url, &token).await.to_json()))
+    let target = CheckTarget {
+        base_url: &settings.base_url,
+        token: &token,
+        pipeline: &settings.deal_pipeline,
+        stage_map: &settings.stage_map,
+    };
+    Ok(Json(check_connection(state.settings.policy, target).await.to_json()))
 }
 
 async fn backfill(_: Admin, State(state): State<AppState>) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {

@@ -211,6 +211,13 @@ async fn settings_are_for_administrators_and_never_show_the_token() {
     assert_eq!(check.body["ok"], true, "{}", check.body);
     assert!(check.body["scopes"].as_array().unwrap().contains(&json!("crm.objects.deals.write")));
 
+    let mapped = app.put("/api/v1/integrations/hubspot", json!({"stage_map": {"closed_won": "won-ish"}})).await;
+    assert_eq!(mapped.status, StatusCode::OK, "{}", mapped.body);
+    let check = app.post("/api/v1/integrations/hubspot/check", json!({})).await;
+    assert_eq!(check.body["ok"], false, "{}", check.body);
+    assert_eq!(check.body["problems"].as_array().unwrap().len(), 1, "{}", check.body);
+    assert!(check.body["problems"][0].as_str().unwrap().contains("closed_won maps to \"won-ish\""), "{}", check.body);
+
     hub.accept_token("another-token");
     let check = app.post("/api/v1/integrations/hubspot/check", json!({})).await;
     assert_eq!(check.body["ok"], false);

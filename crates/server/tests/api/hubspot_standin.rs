@@ -82,6 +82,7 @@ impl HubSpot {
             .route("/crm/v3/objects/{object}/batch/{op}", post(batch))
             .route("/crm/v4/associations/deals/contacts/batch/associate/default", post(associate))
             .route("/crm/v3/properties/{object}/{name}", get(property))
+            .route("/crm/v3/pipelines/deals/{pipeline}", get(pipeline))
             .route("/oauth/v2/private-apps/get/access-token-info", post(token_info))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -242,6 +243,18 @@ async fn property(
         return error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "Property does not exist");
     }
     Json(json!({"name": name, "type": "string", "fieldType": "text", "hasUniqueValue": true})).into_response()
+}
+
+async fn pipeline(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = gate(&state, &headers) {
+        return *response;
+    }
+    if id != "default" {
+        return error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("Unable to find pipeline {id}"));
+    }
+    let stages: Vec<Value> =
+        STAGES.iter().map(|stage| json!({"id": stage, "label": stage, "archived": false})).collect();
+    Json(json!({"id": "default", "label": "Sales Pipeline", "archived": false, "stages": stages})).into_response()
 }
 
 async fn token_info(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {

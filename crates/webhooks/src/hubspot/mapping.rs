@@ -93,15 +93,20 @@ pub fn contact_email(record: &Value) -> Option<String> {
     record.get("email").and_then(Value::as_str).map(str::trim).filter(|e| !e.is_empty()).map(str::to_lowercase)
 }
 
+/// Our stage and the HubSpot stage id it is sent as: the stage map's, else the default pipeline's.
+pub fn hub_stage<'a>(ours: &'a str, stage_map: &BTreeMap<String, String>) -> (&'a str, String) {
+    let theirs = stage_map
+        .get(ours)
+        .cloned()
+        .or_else(|| DEFAULT_STAGE_MAP.iter().find(|(key, _)| *key == ours).map(|(_, id)| (*id).to_owned()))
+        .unwrap_or_default();
+    (ours, theirs)
+}
+
 /// A deal's HubSpot properties, its stage mapped through the settings' stage map (falling back to
 /// HubSpot's default pipeline ids for a stage the map leaves out).
 pub fn deal_properties(record: &Value, pipeline: &str, stage_map: &BTreeMap<String, String>) -> Map<String, Value> {
-    let stage = text(record, "stage");
-    let hub_stage = stage_map
-        .get(&stage)
-        .cloned()
-        .or_else(|| DEFAULT_STAGE_MAP.iter().find(|(ours, _)| *ours == stage).map(|(_, theirs)| (*theirs).to_owned()))
-        .unwrap_or_default();
+    let (_, hub_stage) = hub_stage(&text(record, "stage"), stage_map);
     let close_date = match text(record, "expected_close_date") {
         date if date.is_empty() => String::new(),
         // A date property at midnight UTC, the form HubSpot documents for date values.

@@ -13,6 +13,7 @@ pub mod mapping;
 mod rate;
 mod sync;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::Method;
@@ -47,9 +48,24 @@ impl CheckResult {
     }
 }
 
+/// What the check looks at: where HubSpot is, the token, and where deals go.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckTarget<'a> {
+    /// HubSpot's base URL.
+    pub base_url: &'a str,
+    /// The access token.
+    pub token: &'a str,
+    /// The deal pipeline.
+    pub pipeline: &'a str,
+    /// Our stage -> HubSpot stage id.
+    pub stage_map: &'a BTreeMap<String, String>,
+}
+
 /// Checks a token against HubSpot: reads one contact (the token works), asks for the token's scopes,
-/// and looks for the `estate_crm_id` property on contacts and deals.
-pub async fn check_connection(policy: AddressPolicy, base_url: &str, token: &str) -> CheckResult {
+/// looks for the `estate_crm_id` property on contacts and deals, and checks that every stage a deal
+/// can be sent with exists in the chosen pipeline.
+pub async fn check_connection(policy: AddressPolicy, target: CheckTarget<'_>) -> CheckResult {
+    let CheckTarget { base_url, token, .. } = target;
     let client = HubClient::new(policy, Duration::from_secs(15));
     let mut problems = Vec::new();
     let first = client.call(base_url, Method::GET, "/crm/v3/objects/contacts?limit=1", token, None).await;
@@ -94,5 +110,36 @@ pub async fn check_connection(policy: AddressPolicy, base_url: &str, token: &str
             }
         }
     }
+    if first.status == Some(200) {
+        problems.extend(check_pipeline(&client, target).await);
+    }
     CheckResult { ok: problems.is_empty(), status_code, scopes, problems }
+}
+
+/// The stages deals are sent with that the pipeline does not have.
+async fn check_pipeline(client: &HubClient, target: CheckTarget<'_>) -> Vec<String> {
+    let path = format!("/crm/v3/pipelines/deals/{}", urlencode(target.pipeline));
+    let reply = client.call(target.base_url, Method::GET, &path, target.token, None).await;
+    if reply.status != Some(200) {
+        return vec![format!("the deal pipeline {:?} could not be read: {}", target.pipeline, reply.message())];
+    }
+    let stages: Vec<&str> = reply
+        .body
+        .get("stages")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(|s| s.get("id").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    estate_crm_domain::schema::PIPELINE
+        .iter()
+        .map(|(ours, _)| mapping::hub_stage(ours, target.stage_map))
+        .filter(|(_, theirs)| !stages.contains(&theirs.as_str()))
+        .map(|(ours, theirs)| {
+            format!("the stage {ours} maps to {theirs:?}, which the pipeline {:?} does not have", target.pipeline)
+        })
+        .collect()
+}
+
+/// Percent-encodes a path segment (pipeline ids are numbers or `default`, but they come from a person).
+fn urlencode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }
