@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use estate_crm_store::{SqliteConfig, SqliteStore, Store};
 use estate_crm_web::{WebConfig, WebState};
+use estate_crm_webhooks::hubspot::{HubspotHandle, HubspotSync};
 use estate_crm_webhooks::{AddressPolicy, DeliveryMetrics, Dispatcher, DispatcherConfig, Sender, SenderConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -32,6 +33,7 @@ pub struct Application {
     address: SocketAddr,
     state: AppState,
     dispatcher: Dispatcher,
+    hubspot: HubspotSync,
     retention: Duration,
     /// Where the data lives, as the start line says it.
     data: String,
@@ -73,6 +75,8 @@ impl Application {
         })
         .await
         .context("preparing the web app")?;
+        let hubspot_handle = HubspotHandle::default();
+        let hubspot = HubspotSync::new(store.clone(), policy, hubspot_handle.clone());
         let state = AppState {
             auth,
             store,
@@ -80,12 +84,13 @@ impl Application {
             settings: Arc::new(Settings { site_url, policy }),
             metrics: Arc::new(Metrics::new(registry)),
             form_limiter: Arc::new(RateLimiter::new(config.form_rate_per_minute)),
+            hubspot: hubspot_handle,
         };
         let data = match &config.database {
             Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
             Database::Postgres(_) => "PostgreSQL".to_owned(),
         };
-        Ok(Application { listener, address, data, state, dispatcher, retention: config.retention, web })
+        Ok(Application { listener, address, data, state, dispatcher, hubspot, retention: config.retention, web })
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -108,6 +113,7 @@ impl Application {
         }
         let _ = std::io::stdout().flush();
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
+        let hubspot = tokio::spawn(self.hubspot.run(shutdown.child_token()));
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
         let router = routes::router(self.state, estate_crm_web::router(self.web));
@@ -116,6 +122,7 @@ impl Application {
             .await;
         shutdown.cancel();
         let _ = dispatcher.await;
+        let _ = hubspot.await;
         tracing::info!("estate-crm stopped");
         served.context("serving HTTP")
     }

@@ -15,6 +15,7 @@ pub fn document() -> Value {
         add_record_paths(&mut paths, kind);
     }
     add_webhook_paths(&mut paths);
+    add_hubspot_paths(&mut paths);
     json!({
         "openapi": "3.0.3",
         "info": {"title": "estate-crm", "version": env!("CARGO_PKG_VERSION"),
@@ -181,6 +182,43 @@ fn add_record_paths(paths: &mut Map<String, Value>, kind: RecordKind) {
             json!({"parameters": id_parameter(), "post": {"summary": "Complete a task", "responses": ok(200, record)}}),
         );
     }
+}
+
+/// The HubSpot integration (docs/HUBSPOT.md).
+fn add_hubspot_paths(paths: &mut Map<String, Value>) {
+    let any = json!({"type": "object"});
+    let stages: Vec<&str> = schema::PIPELINE.iter().map(|(key, _)| *key).collect();
+    let stage_map: Map<String, Value> =
+        stages.iter().map(|stage| ((*stage).to_owned(), json!({"type": "string", "maxLength": 100}))).collect();
+    let settings = json!({"type": "object", "properties": {
+        "access_token": {"type": "string", "maxLength": 512, "description": "The private app's token; never shown again"},
+        "base_url": {"type": "string", "maxLength": 2048, "default": "https://api.hubapi.com"},
+        "deal_pipeline": {"type": "string", "maxLength": 100, "default": "default"},
+        "stage_map": {"type": "object", "additionalProperties": false, "properties": stage_map},
+        "enabled": {"type": "boolean"},
+        "rate_limit": {"type": "object", "required": ["requests", "per_ms"], "properties": {
+            "requests": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            "per_ms": {"type": "integer", "minimum": 100, "maximum": 600_000, "default": 10_000}}}}});
+    paths.insert("/api/v1/integrations/hubspot".into(), json!({
+        "get": {"summary": "The HubSpot integration's settings and state (administrators)", "responses": ok(200, any.clone())},
+        "put": {"summary": "Connect HubSpot or change its settings (administrators)", "requestBody": json_body(settings), "responses": ok(200, any.clone())},
+    }));
+    paths.insert("/api/v1/integrations/hubspot/check".into(), json!({
+        "post": {"summary": "Check the saved token and its scopes against HubSpot", "responses": ok(200, any.clone())},
+    }));
+    paths.insert(
+        "/api/v1/integrations/hubspot/backfill".into(),
+        json!({
+            "post": {"summary": "Sync every existing contact and deal to HubSpot", "responses": ok(202, any.clone())},
+        }),
+    );
+    let mut log_parameters = list_parameters();
+    if let Value::Array(list) = &mut log_parameters {
+        list.push(json!({"name": "record_id", "in": "query", "schema": {"type": "string"}}));
+    }
+    paths.insert("/api/v1/integrations/hubspot/log".into(), json!({
+        "get": {"summary": "The HubSpot sync log, newest first", "parameters": log_parameters, "responses": ok(200, page_of(any))},
+    }));
 }
 
 fn add_webhook_paths(paths: &mut Map<String, Value>) {

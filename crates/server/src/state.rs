@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The public form's per-address limit.
     pub form_limiter: Arc<RateLimiter>,
+    /// Wakes the HubSpot sync and reads its status.
+    pub hubspot: estate_crm_webhooks::hubspot::HubspotHandle,
 }
 
 /// Settings fixed at start.

@@ -15,6 +15,7 @@
 
 pub mod credentials;
 mod error;
+mod hubspot;
 mod ids;
 mod sqlite;
 mod types;
@@ -24,6 +25,7 @@ use estate_crm_domain::{Record, RecordKind};
 use serde_json::Value;
 
 pub use error::{ErrorKind, StoreError};
+pub use hubspot::*;
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 
@@ -171,4 +173,31 @@ pub trait Store: Send + Sync + 'static {
         secret: String,
         grace: std::time::Duration,
     ) -> Result<Rotation, StoreError>;
+
+    // --- hubspot ---
+    /// The HubSpot integration's settings and positions, if it was ever set up.
+    async fn hubspot_settings(&self) -> Result<Option<HubspotSettings>, StoreError>;
+    /// Saves a settings change (the first save starts the cursor at the newest event); clears a pause.
+    async fn put_hubspot_settings(&self, patch: HubspotPatch) -> Result<HubspotSettings, StoreError>;
+    /// Pauses the sync with a reason, unless the settings moved past `version` meanwhile.
+    async fn pause_hubspot(&self, version: i64, reason: String) -> Result<(), StoreError>;
+    /// Starts a backfill of every contact and deal from the beginning.
+    async fn start_hubspot_backfill(&self) -> Result<HubspotSettings, StoreError>;
+    /// Up to `limit` events after `after_seq`, in order.
+    async fn hubspot_events_after(&self, after_seq: i64, limit: usize) -> Result<Vec<SyncEvent>, StoreError>;
+    /// What HubSpot holds for these records of a kind.
+    async fn hubspot_mappings(
+        &self,
+        kind: RecordKind,
+        record_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, HubspotMapping>, StoreError>;
+    /// The next mapped deals after `after_seq`, with their records as they are now.
+    async fn hubspot_sweep_deals(&self, after_seq: i64, limit: usize) -> Result<Vec<SweptDeal>, StoreError>;
+    /// Commits what HubSpot accepted: positions, mappings and log lines, in one transaction.
+    async fn commit_hubspot(&self, commit: HubspotCommit) -> Result<(), StoreError>;
+    /// The sync log, newest first, optionally for one record.
+    async fn hubspot_log(&self, record_id: Option<String>, page: PageRequest)
+    -> Result<Page<SyncLogEntry>, StoreError>;
+    /// Figures for the integration's state.
+    async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError>;
 }

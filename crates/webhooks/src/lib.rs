@@ -12,6 +12,7 @@
 mod dispatcher;
 pub mod endpoint_input;
 mod format;
+pub mod hubspot;
 mod metrics;
 pub mod retry;
 mod sender;

@@ -3,6 +3,7 @@
 mod deliveries;
 mod events;
 mod forms;
+mod hubspot;
 mod integrations;
 mod ops;
 mod records;
@@ -26,7 +27,8 @@ pub fn router(state: AppState, web: Router) -> Router {
         .merge(webhooks::router())
         .merge(deliveries::router())
         .merge(users::router())
-        .merge(integrations::router());
+        .merge(integrations::router())
+        .merge(hubspot::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(forms::router())

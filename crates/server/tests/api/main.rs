@@ -19,6 +19,8 @@ mod test_button;
 
 mod crash;
 mod hostile;
+mod hubspot;
+mod hubspot_standin;
 mod secrets;
 mod web;
 

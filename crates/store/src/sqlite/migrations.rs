@@ -212,6 +212,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
     UPDATE endpoints SET source = 'settings' WHERE is_primary = 1;
     "#,
+    // The HubSpot integration (see sqlite/hubspot.rs): one settings row with its durable positions,
+    // the map from our records to HubSpot's objects, and the sync log.
+    r#"
+    CREATE TABLE hubspot_settings (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        access_token TEXT,
+        base_url TEXT NOT NULL,
+        deal_pipeline TEXT NOT NULL,
+        stage_map TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        rate_limit INTEGER NOT NULL,
+        rate_window_ms INTEGER NOT NULL,
+        paused_reason TEXT,
+        version INTEGER NOT NULL,
+        cursor INTEGER NOT NULL,
+        backfill_kind TEXT,
+        backfill_page TEXT,
+        backfill_done INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE hubspot_map (
+        kind TEXT NOT NULL,
+        record_seq INTEGER NOT NULL,
+        record_id TEXT NOT NULL,
+        hubspot_id TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        PRIMARY KEY (kind, record_seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE hubspot_log (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        status INTEGER,
+        hubspot_id TEXT,
+        error TEXT
+    );
+    CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction.

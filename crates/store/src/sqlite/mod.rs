@@ -4,6 +4,7 @@
 mod auth;
 mod checkpoint;
 mod fanout;
+mod hubspot;
 mod migrations;
 mod records;
 mod web;
@@ -479,5 +480,54 @@ impl Store for SqliteStore {
         let counts = self.inner.row_counts.clone();
         self.read(move |conn, tag| fanout::in_snapshot(conn, |conn| web::endpoint_health(conn, tag, since_ms, &counts)))
             .await
+    }
+
+    // --- hubspot ---
+    async fn hubspot_settings(&self) -> Result<Option<HubspotSettings>, StoreError> {
+        self.read(|conn, _| hubspot::settings(conn)).await
+    }
+
+    async fn put_hubspot_settings(&self, patch: HubspotPatch) -> Result<HubspotSettings, StoreError> {
+        self.inner.writer.run(move |ctx| hubspot::put_settings(ctx, patch)).await
+    }
+
+    async fn pause_hubspot(&self, version: i64, reason: String) -> Result<(), StoreError> {
+        self.inner.writer.run(move |ctx| hubspot::pause(ctx, version, &reason)).await
+    }
+
+    async fn start_hubspot_backfill(&self) -> Result<HubspotSettings, StoreError> {
+        self.inner.writer.run(hubspot::start_backfill).await
+    }
+
+    async fn hubspot_events_after(&self, after_seq: i64, limit: usize) -> Result<Vec<SyncEvent>, StoreError> {
+        self.read(move |conn, _| hubspot::events_after(conn, after_seq, limit)).await
+    }
+
+    async fn hubspot_mappings(
+        &self,
+        kind: RecordKind,
+        record_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, HubspotMapping>, StoreError> {
+        self.read(move |conn, tag| hubspot::mappings(conn, tag, kind, &record_ids)).await
+    }
+
+    async fn hubspot_sweep_deals(&self, after_seq: i64, limit: usize) -> Result<Vec<SweptDeal>, StoreError> {
+        self.read(move |conn, tag| hubspot::sweep_deals(conn, tag, after_seq, limit)).await
+    }
+
+    async fn commit_hubspot(&self, commit: HubspotCommit) -> Result<(), StoreError> {
+        self.inner.writer.run(move |ctx| hubspot::commit(ctx, &commit)).await
+    }
+
+    async fn hubspot_log(
+        &self,
+        record_id: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<SyncLogEntry>, StoreError> {
+        self.read(move |conn, _| hubspot::log(conn, record_id.as_deref(), &page)).await
+    }
+
+    async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError> {
+        self.read(|conn, _| hubspot::counts(conn)).await
     }
 }

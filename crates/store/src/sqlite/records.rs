@@ -576,9 +576,9 @@ fn fields_json(fields: &Map<String, Value>) -> String {
     serde_json::to_string(fields).expect("a JSON map always serialises")
 }
 
-const RECORD_COLUMNS: &str = "seq, kind, created_by, created_at, updated_at, fields";
+pub(super) const RECORD_COLUMNS: &str = "seq, kind, created_by, created_at, updated_at, fields";
 
-fn record_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Record> {
+pub(super) fn record_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Record> {
     let seq: i64 = row.get(0)?;
     let kind_name: String = row.get(1)?;
     let kind =

@@ -820,6 +820,7 @@ pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, Store
             SELECT seq FROM events WHERE created_at < ?1
               AND seq < COALESCE((SELECT event_seq FROM deliveries ORDER BY seq LIMIT 1), 9223372036854775807)
               AND seq <= COALESCE((SELECT MIN(cursor) FROM endpoints WHERE active = 1), 9223372036854775807)
+              AND seq <= COALESCE((SELECT cursor FROM hubspot_settings WHERE enabled = 1), 9223372036854775807)
               AND seq < (SELECT MAX(seq) FROM events)
             ORDER BY seq LIMIT ?2)",
         params![before_ms / 1000, CHUNK],
