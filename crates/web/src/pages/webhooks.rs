@@ -201,6 +201,7 @@ pub fn rotate_section(
 ) -> Markup {
     let Some(endpoint) = endpoint.filter(|e| e.secret.is_some()) else { return html! {} };
     let error = errors.fields().get("grace");
+    let described = if error.is_some() { "f-grace-error" } else { "f-grace-hint" };
     html! {
         section.rotate aria-labelledby="rotate-heading" {
             h2 #rotate-heading { "Rotate secret" }
@@ -209,10 +210,10 @@ pub fn rotate_section(
             }
             form.card method="post" novalidate action=(action) {
                 (csrf_field(visitor))
-                p.hint { "Replaces the signing secret with a new random one, shown once. Until the old one                     expires, each webhook is signed with both, so receivers can switch without missing one." }
                 div.field {
                     label for="f-grace" { "Keep the old secret valid for" }
-                    select #f-grace name="grace" aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "f-grace-error")] {
+                    p.hint #f-grace-hint { "Rotating replaces the signing secret with a new random one, shown once. Until the old one expires, each webhook is signed with both, so receivers can switch without missing one." }
+                    select #f-grace name="grace" aria-invalid=[error.map(|_| "true")] aria-describedby=(described) {
                         @for (value, text) in GRACE_CHOICES {
                             option value=(value) selected[grace == value] { (text) }
                         }
