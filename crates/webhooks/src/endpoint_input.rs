@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use estate_crm_domain::FieldErrors;
-use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight, RetrySchedule};
-use estate_crm_store::{Endpoint, EndpointPatch, Store, StoreError};
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight, RetrySchedule, parse_rotation_grace};
+use estate_crm_store::{Endpoint, EndpointPatch, Rotation, Store, StoreError};
 use serde_json::{Map, Value};
 
 use crate::{AddressPolicy, TargetUrl, check_destination};
@@ -177,6 +177,29 @@ pub async fn save_settings(
     let input = parse_endpoint(body, SETTINGS_SHAPE, policy).await.map_err(SaveError::Invalid)?;
     let endpoint = store.put_primary_endpoint(input.patch.clone()).await?;
     Ok(SavedSettings::Saved(Box::new(endpoint), input))
+}
+
+/// How long the replaced secret keeps signing when a rotation names no grace: as long as a secret
+/// changed through PATCH keeps it.
+pub const DEFAULT_ROTATION_GRACE: &str = "24h";
+
+/// Gives an endpoint a new random secret (shown once by the caller); the replaced one keeps signing
+/// for `grace` (such as `24h`, `0s`; [`DEFAULT_ROTATION_GRACE`] when `None`). The API and the web
+/// app both rotate through here, so the secret's making and the grace's rules exist once.
+pub async fn rotate_secret(
+    store: &Arc<dyn Store>,
+    endpoint_id: &str,
+    grace: Option<&str>,
+) -> Result<Rotation, SaveError> {
+    let grace = parse_rotation_grace(grace.unwrap_or(DEFAULT_ROTATION_GRACE))
+        .map_err(|message| SaveError::Invalid(FieldErrors::single("grace", message)))?;
+    Ok(store.rotate_secret(endpoint_id, new_rotation_secret(), grace).await?)
+}
+
+/// 32 random bytes, as URL-safe base64 text: the secret's UTF-8 bytes are the HMAC key, as for any
+/// secret a person chose.
+pub fn new_rotation_secret() -> String {
+    estate_crm_store::credentials::random_base64(32)
 }
 
 /// Where a test goes and what signs it: `{"url", "secret"}` test those values before they are saved;

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use estate_crm_domain::webhook::parse_rotation_grace;
 use estate_crm_store::{Endpoint, EndpointSpec, Rotation};
 pub(super) use estate_crm_webhooks::endpoint_input::HTTP_WARNING;
 use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE, EndpointInput, SaveError, SavedSettings, Shape};
@@ -93,15 +92,13 @@ async fn get_settings(State(state): State<AppState>, _: Admin) -> ApiResult<Json
 /// PUT changes the fields it names; an empty `url` removes the primary endpoint (see
 /// `endpoint_input::save_settings`).
 async fn put_settings(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
-    match endpoint_input::save_settings(&state.store, state.settings.policy, &body).await {
-        Ok(SavedSettings::Removed) => Ok(Json(settings_json(None))),
-        Ok(SavedSettings::Saved(endpoint, input)) => {
+    match endpoint_input::save_settings(&state.store, state.settings.policy, &body).await.map_err(save_error)? {
+        SavedSettings::Removed => Ok(Json(settings_json(None))),
+        SavedSettings::Saved(endpoint, input) => {
             let mut out = settings_json(Some(&endpoint));
             out["warnings"] = json!(input.warnings);
             Ok(Json(out))
         }
-        Err(SaveError::Invalid(errors)) => Err(ApiError::invalid(errors)),
-        Err(SaveError::Store(err)) => Err(err.into()),
     }
 }
 
@@ -193,18 +190,14 @@ async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> A
     })))
 }
 
-/// How long the replaced secret keeps signing when the body names no `grace`: as long as a secret
-/// changed through PATCH keeps it.
-const DEFAULT_GRACE: &str = "24h";
-
 async fn rotate_endpoint_secret(
     State(state): State<AppState>,
     _: Admin,
     PathId(id): PathId,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> ApiResult<Json<Value>> {
-    let grace = parse_grace(&body)?;
-    let rotation = state.store.rotate_secret(&id, new_secret(), grace).await?;
+    let grace = grace_text(&body)?;
+    let rotation = endpoint_input::rotate_secret(&state.store, &id, grace).await.map_err(save_error)?;
     Ok(Json(rotation_json(&rotation)))
 }
 
@@ -213,40 +206,37 @@ async fn rotate_primary_secret(
     _: Admin,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> ApiResult<Json<Value>> {
-    let grace = parse_grace(&body)?;
+    let grace = grace_text(&body)?;
     let primary = state
         .store
         .primary_endpoint()
         .await?
         .ok_or_else(|| ApiError::not_found("no webhook URL is saved yet; save one before rotating its secret"))?;
-    let rotation = state.store.rotate_secret(&primary.id, new_secret(), grace).await?;
+    let rotation = endpoint_input::rotate_secret(&state.store, &primary.id, grace).await.map_err(save_error)?;
     Ok(Json(rotation_json(&rotation)))
 }
 
-/// `{"grace": "24h"}`; an empty body takes the default.
-fn parse_grace(body: &Value) -> ApiResult<std::time::Duration> {
+/// The `grace` text of `{"grace": "24h"}`; an empty body (or a null) takes the default.
+fn grace_text(body: &Value) -> ApiResult<Option<&str>> {
     let Value::Object(body) = body else {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
     };
     if let Some(unknown) = body.keys().find(|k| k.as_str() != "grace") {
         return Err(ApiError::invalid_field(unknown, "is not a known field; a rotation takes grace"));
     }
-    let text = match body.get("grace") {
-        None | Some(Value::Null) => DEFAULT_GRACE,
-        Some(Value::String(text)) => text.as_str(),
-        Some(_) => return Err(ApiError::invalid_field("grace", "must be a string like 24h, 30m or 0s")),
-    };
-    parse_rotation_grace(text).map_err(|m| ApiError::invalid_field("grace", m))
+    match body.get("grace") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str())),
+        Some(_) => Err(ApiError::invalid_field("grace", "must be a string like 24h, 30m or 0s")),
+    }
 }
 
-/// 32 random bytes, as URL-safe base64 text: the secret's UTF-8 bytes are the HMAC key, as for
-/// any secret a person chose.
-fn new_secret() -> String {
-    use base64::Engine as _;
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+/// A shared check's refusal, as the API answers it.
+fn save_error(err: SaveError) -> ApiError {
+    match err {
+        SaveError::Invalid(errors) => ApiError::invalid(errors),
+        SaveError::Store(err) => err.into(),
+    }
 }
 
 /// The only answer that shows the new secret, in both forms.

@@ -456,3 +456,134 @@ async fn the_session_cookie_is_secure_when_the_site_is_served_over_https() {
     let cookie = page.set_cookie("ecrm_session").expect("a session cookie");
     assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
 }
+
+/// The value of the input with this id (the page's read-only fields).
+fn input_value(page: &Page, id: &str) -> String {
+    let at = page.html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in {}", page.html));
+    let tag = &page.html[page.html[..at].rfind('<').unwrap()..];
+    let tag = &tag[..tag.find('>').unwrap()];
+    let start = tag.find("value=\"").unwrap_or_else(|| panic!("no value in {tag}")) + "value=\"".len();
+    tag[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn rotate_secret_on_an_endpoints_page_shows_the_new_secret_once_and_both_sign_during_the_grace() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let id = app.add_endpoint(json!({"url": receiver.url("/hook"), "events": "*", "secret": "old-secret"})).await;
+    let mut browser = admin(&app).await;
+    let path = format!("/settings/endpoints/{id}");
+    let page = browser.get(&path).await;
+    assert!(page.html.contains("<label for=\"f-grace\">Keep the old secret valid for</label>"), "{}", page.html);
+    assert!(page.html.contains("<option value=\"24h\" selected>24 hours</option>"), "24 hours is the default");
+    assert!(!page.html.contains("previous secret keeps signing"), "no rotation in progress yet");
+    let csrf = page.csrf();
+
+    let rotate = format!("{path}/rotate-secret");
+    let forged = browser.post(&rotate, &[("grace", "1h")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "no CSRF token");
+
+    let rotated = browser.post(&rotate, &[("csrf_token", &csrf), ("grace", "1h")]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.html);
+    let secret = input_value(&rotated, "f-new-secret");
+    assert!(secret.len() >= 32 && secret != "old-secret", "{secret}");
+    let standard = base64::engine::general_purpose::STANDARD.encode(&secret);
+    assert_eq!(input_value(&rotated, "f-new-secret-standard"), format!("whsec_{standard}"));
+    assert!(rotated.html.contains("It won't be shown again") && rotated.html.contains("The old secret stays valid"));
+    assert!(rotated.html.contains("readonly"));
+
+    let again = browser.get(&path).await;
+    assert!(!again.html.contains(&secret), "shown once");
+    assert!(again.html.contains("The previous secret keeps signing until <time"), "{}", again.html);
+    let api = app.get(&format!("/api/v1/webhooks/{id}")).await.body;
+    assert_eq!(api["has_secret"], true, "{api}");
+
+    app.create("contacts", json!({"first_name": "Rota"})).await;
+    let delivery = receiver.next().await;
+    let signatures = delivery.header("webhook-signature");
+    assert_eq!(signatures.split(' ').filter(|s| s.starts_with("v1,")).count(), 2, "{signatures}");
+    let new = delivery.check_signatures(&secret);
+    assert!(new.standard && new.crm, "{new:?}");
+    // The previous secret is the one set before: the refused post changed nothing.
+    let old = delivery.check_signatures("old-secret");
+    assert!(old.standard && old.crm_previous, "{old:?} {:?}", delivery.headers);
+}
+
+#[tokio::test]
+async fn rotate_secret_on_the_webhooks_screen_takes_the_apis_grace_rules() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let mut browser = admin(&app).await;
+    let unsigned = browser.get("/settings/webhooks").await;
+    assert!(!unsigned.html.contains("f-grace"), "nothing to rotate without a saved secret");
+    let saved = app.put("/api/v1/settings/webhook", json!({"url": receiver.url("/"), "secret": "old-secret"})).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let page = browser.get("/settings/webhooks").await;
+    assert!(page.html.contains(">Rotate secret</button>"), "{}", page.html);
+    let csrf = page.csrf();
+
+    let bad = browser.post("/settings/webhooks/rotate-secret", &[("csrf_token", &csrf), ("grace", "9999h")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.html);
+    let api = app.post("/api/v1/settings/webhook/rotate-secret", json!({"grace": "9999h"})).await;
+    let message = api.body["error"]["fields"]["grace"].as_str().unwrap().replace('"', "&quot;");
+    assert!(bad.html.contains(&format!("<p class=\"field-error\" id=\"f-grace-error\">{message}</p>")), "{}", bad.html);
+    assert!(bad.html.contains("aria-invalid=\"true\" aria-describedby=\"f-grace-error\""));
+    assert!(!bad.html.contains("f-new-secret"), "not rotated");
+
+    let rotated = browser.post("/settings/webhooks/rotate-secret", &[("csrf_token", &csrf), ("grace", "0s")]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.html);
+    assert!(input_value(&rotated, "f-new-secret").len() >= 32);
+    assert!(rotated.html.contains("The old secret no longer signs"), "{}", rotated.html);
+    assert_eq!(app.get("/api/v1/settings/webhook").await.body["has_secret"], true);
+}
+
+#[tokio::test]
+async fn an_agent_cannot_rotate_a_secret() {
+    let app = TestApp::spawn().await;
+    let id = app.add_endpoint(json!({"url": "http://127.0.0.1:9/", "events": "*", "secret": "old-secret"})).await;
+    make_user(&app, "agent@example.com", "agent").await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("agent@example.com", "agent-password").await;
+    let csrf = browser.get("/").await.csrf();
+    for path in [format!("/settings/endpoints/{id}/rotate-secret"), "/settings/webhooks/rotate-secret".to_owned()] {
+        let posted = browser.post(&path, &[("csrf_token", &csrf), ("grace", "1h")]).await;
+        assert_eq!(posted.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(!posted.html.contains("f-new-secret"));
+    }
+}
+
+#[tokio::test]
+async fn the_endpoint_form_saves_its_format_through_the_apis_parser() {
+    let app = TestApp::spawn().await;
+    let mut browser = admin(&app).await;
+    let new = browser.get("/settings/endpoints/new").await;
+    assert!(new.html.contains("<label for=\"f-format\">Format</label>"), "{}", new.html);
+    assert!(new.html.contains("<option value=\"json\" selected>JSON (signed, Standard Webhooks)</option>"));
+    let csrf = new.csrf();
+    let url = "http://127.0.0.1:9/slack";
+    let fields = |format| [("csrf_token", csrf.as_str()), ("url", url), ("all_events", "on"), ("format", format)];
+
+    let bad = browser.post("/settings/endpoints", &fields("xml")).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.html);
+    let api = app.post("/api/v1/webhooks", json!({"url": url, "format": "xml"})).await;
+    let message = api.body["error"]["fields"]["format"].as_str().unwrap().replace('"', "&quot;");
+    assert!(
+        bad.html.contains(&format!("<p class=\"field-error\" id=\"f-format-error\">{message}</p>")),
+        "{}",
+        bad.html
+    );
+
+    let created = browser.post("/settings/endpoints", &fields("slack")).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.html);
+    let id = created.location().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(app.get(&format!("/api/v1/webhooks/{id}")).await.body["format"], "slack");
+    let page = browser.get(created.location()).await;
+    assert!(page.html.contains("<option value=\"slack\" selected>Slack message</option>"), "{}", page.html);
+    let list = browser.get("/settings/endpoints").await;
+    assert!(list.html.contains("<td class=\"format\">Slack message</td>"), "{}", list.html);
+
+    let back = [("csrf_token", csrf.as_str()), ("url", url), ("all_events", "on"), ("format", "json")];
+    assert_eq!(browser.post(created.location(), &back).await.status, StatusCode::OK);
+    assert_eq!(app.get(&format!("/api/v1/webhooks/{id}")).await.body["format"], "json");
+}

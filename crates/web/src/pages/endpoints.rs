@@ -1,5 +1,5 @@
 //! Settings → Endpoints: every endpoint with its state and last 24 hours, and an endpoint's page
-//! with everything the endpoints API can do with one.
+//! with everything the endpoints API can do with one, **Rotate secret** included.
 
 use std::collections::HashMap;
 
@@ -7,14 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use estate_crm_domain::FieldErrors;
-use estate_crm_store::{DeliveryFilter, Endpoint, EndpointSpec, ErrorKind, PageRequest};
-use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE};
+use estate_crm_store::{DeliveryFilter, Endpoint, EndpointSpec, ErrorKind, PageRequest, Rotation};
+use estate_crm_webhooks::endpoint_input::{self, DEFAULT_ROTATION_GRACE, ENDPOINT_SHAPE, SaveError};
 use maud::{Markup, html};
 
 use super::deliveries::deliveries_table;
 use super::webhooks::{
-    EndpointValues, TestOutcome, active_field, generated_secret, run_test, secret_field, test_outcome, test_result,
-    wants_fragment,
+    EndpointValues, TestOutcome, active_field, format_field, format_label, generated_secret, new_secret_panel,
+    posted_grace, rotate_section, run_test, secret_field, test_outcome, test_result, wants_fragment,
 };
 use super::{Flash, Health, Input, Section, Tab, csrf_field, error_page, event_checkboxes, flash, now_ms, shell};
 use crate::WebState;
@@ -85,7 +85,7 @@ pub async fn list(State(state): State<WebState>, AdminVisitor(visitor): AdminVis
             table #endpoints {
                 caption.visually-hidden { "Endpoints, with their deliveries in the last 24 hours" }
                 thead { tr {
-                    th scope="col" { "URL" } th scope="col" { "State" } th scope="col" { "Events" }
+                    th scope="col" { "URL" } th scope="col" { "State" } th scope="col" { "Events" } th scope="col" { "Format" }
                     th.num scope="col" { "Delivered (24 h)" } th.num scope="col" { "Pending" } th.num scope="col" { "Failed (24 h)" }
                 } }
                 tbody {
@@ -99,13 +99,14 @@ pub async fn list(State(state): State<WebState>, AdminVisitor(visitor): AdminVis
                             }
                             td { (state_badge(endpoint)) }
                             td.events { (events_text(&endpoint.events)) }
+                            td.format { (format_label(endpoint.format)) }
                             td.num.delivered { (counts.delivered) }
                             td.num.pending { (counts.pending) }
                             td.num.failed { (counts.failed) }
                         }
                     }
                     @if page.items.is_empty() {
-                        tr.empty-row { td colspan="6" { "No endpoint yet. Add one, or set the destination URL under "
+                        tr.empty-row { td colspan="7" { "No endpoint yet. Add one, or set the destination URL under "
                             a href="/settings/webhooks" { "Webhooks" } "." } }
                     }
                 }
@@ -123,6 +124,7 @@ fn endpoint_fields(visitor: &Visitor, values: &EndpointValues, errors: &FieldErr
         (Input::new("description", "Description", &values.description).hint("A note for people, such as which system receives it.").render(errors))
         (event_checkboxes(values.all_events, &values.events, errors))
         (secret_field(values, errors))
+        (format_field(values, errors))
         (Input::new("retry_schedule", "Retry schedule", &values.retry_schedule)
             .hint("Delays between attempts, such as 30s,5m,2h. Empty uses the server's default.").render(errors))
         (Input::new("max_in_flight", "Max in flight", &values.max_in_flight).kind("number")
@@ -186,6 +188,10 @@ struct View {
     errors: FieldErrors,
     message: Option<Flash>,
     test: Option<TestOutcome>,
+    /// A rotation just made, to show its secret once.
+    rotation: Option<Rotation>,
+    /// The grace the rotation form shows chosen; the default when `None`.
+    grace: Option<String>,
 }
 
 async fn endpoint_page(state: &WebState, visitor: &Visitor, id: &str, view: View) -> Response {
@@ -211,6 +217,7 @@ async fn endpoint_page(state: &WebState, visitor: &Visitor, id: &str, view: View
         h1 { "Endpoint " span.mono { (endpoint.url) } }
         p { (state_badge(&endpoint)) @if endpoint.is_primary { " " span.badge.primary { "settings" } " This is the endpoint the Webhooks tab manages." } }
         (flash(view.message.as_ref()))
+        (new_secret_panel(view.rotation.as_ref()))
         section.counts aria-label="Last 24 hours" {
             div.count.delivered { span.label { "Delivered (24 h)" } span.value #count-delivered { (counts.delivered) } }
             div.count.pending { span.label { "Pending" } span.value #count-pending { (counts.pending) } }
@@ -230,6 +237,8 @@ async fn endpoint_page(state: &WebState, visitor: &Visitor, id: &str, view: View
             }
             (test_result(view.test.as_ref()))
         }
+        (rotate_section(visitor, &format!("{base}/rotate-secret"), Some(&endpoint),
+            view.grace.as_deref().unwrap_or(DEFAULT_ROTATION_GRACE), &view.errors))
         h2 { "Recent deliveries" }
         (deliveries_table(&recent, &urls, &format!("/settings/deliveries?endpoint_id={}&partial=rows&limit={RECENT}", endpoint.id)))
         p { a href=(format!("/settings/deliveries?endpoint_id={}", endpoint.id)) { "All of this endpoint's deliveries" } }
@@ -279,7 +288,7 @@ pub async fn save(
                 &state,
                 &visitor,
                 &id,
-                View { values: Some(values), errors, message: not_saved(), test: None },
+                View { values: Some(values), errors, message: not_saved(), ..Default::default() },
             )
             .await;
         }
@@ -294,7 +303,8 @@ pub async fn save(
         }
         Err(err) => match err.kind() {
             ErrorKind::Invalid(errors) | ErrorKind::Conflict(errors) => {
-                let view = View { values: Some(values), errors: errors.clone(), message: not_saved(), test: None };
+                let view =
+                    View { values: Some(values), errors: errors.clone(), message: not_saved(), ..Default::default() };
                 endpoint_page(&state, &visitor, &id, view).await
             }
             _ => error_page::store(&visitor, &err),
@@ -346,4 +356,25 @@ pub async fn delete(
         Ok(()) => Redirect::to("/settings/endpoints").into_response(),
         Err(err) => error_page::store(&visitor, &err),
     }
+}
+
+/// `POST /settings/endpoints/{id}/rotate-secret`: **Rotate secret**, through the same call as
+/// `POST /api/v1/webhooks/{id}/rotate-secret`; the answer shows the new secret once.
+pub async fn rotate(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    AdminForm { visitor, form }: AdminForm,
+) -> Response {
+    let grace = posted_grace(&form);
+    let view = match endpoint_input::rotate_secret(state.store(), &id, grace).await {
+        Ok(rotation) => View { rotation: Some(rotation), ..Default::default() },
+        Err(SaveError::Invalid(errors)) => View {
+            errors,
+            message: Some(Flash::Error("Not rotated: correct the field marked below.".into())),
+            grace: grace.map(str::to_owned),
+            ..Default::default()
+        },
+        Err(SaveError::Store(err)) => return error_page::store(&visitor, &err),
+    };
+    endpoint_page(&state, &visitor, &id, view).await
 }
