@@ -222,3 +222,44 @@ async fn agents_get_403_and_a_post_without_its_csrf_token_changes_nothing() {
     }
     assert_eq!(app.get("/api/v1/integrations/hubspot").await.body["state"], "not_connected");
 }
+
+/// The record ids of the sync log's rows on a page.
+fn log_record_ids(html: &str) -> Vec<String> {
+    let log = element(html, "hubspot-log");
+    log.split("data-record-id=\"").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_sync_log_is_paged_with_the_stores_cursor() {
+    let hub = HubSpot::start().await;
+    let app = TestApp::spawn().await;
+    let mut browser = admin(&app).await;
+    save_from_page(&mut browser, &hub, GOOD_TOKEN).await;
+    let mut made = std::collections::BTreeSet::new();
+    for n in 0..55 {
+        let contact = app.create("contacts", json!({"first_name": "C", "email": format!("c{n}@example.com")})).await;
+        made.insert(contact["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + CATCH_UP;
+    while app.get("/api/v1/integrations/hubspot").await.body["counts"]["contacts"] != 55 {
+        assert!(Instant::now() < deadline, "the contacts never all reached the stand-in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let first = browser.get(PAGE).await;
+    let newest = log_record_ids(&first.html);
+    assert_eq!(newest.len(), 50, "{}", first.html);
+    let marker = "<p class=\"pager\"><a href=\"";
+    let start = first.html.find(marker).expect("a link to older lines") + marker.len();
+    let older_href = first.html[start..].split('"').next().unwrap().to_owned();
+    assert!(older_href.starts_with(&format!("{PAGE}?cursor=")), "{older_href}");
+
+    let second = browser.get(&older_href).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.html);
+    let older = log_record_ids(&second.html);
+    assert_eq!(older.len(), 5, "{}", second.html);
+    assert!(!second.html.contains("class=\"pager\""), "the last page links no further");
+    assert!(!element(&second.html, "hubspot-log").contains("data-live"), "an older page does not refresh");
+    let shown: std::collections::BTreeSet<String> = newest.into_iter().chain(older).collect();
+    assert_eq!(shown, made, "every line once, across the two pages");
+}
