@@ -181,3 +181,69 @@ pub async fn check_saved(policy: AddressPolicy, settings: Option<&HubspotSetting
     };
     Some(check_connection(policy, target).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    async fn parse(body: Value, has_saved_token: bool) -> Result<HubspotPatch, FieldErrors> {
+        parse_settings(&body, has_saved_token, AddressPolicy::AllowPrivate).await
+    }
+
+    #[tokio::test]
+    async fn a_token_is_required_only_while_none_is_saved() {
+        let errors = parse(json!({"deal_pipeline": "default"}), false).await.unwrap_err();
+        assert_eq!(errors.fields().get("access_token").map(String::as_str), Some("is required to connect HubSpot"));
+        let patch = parse(json!({"deal_pipeline": "default"}), true).await.unwrap();
+        assert_eq!((patch.access_token, patch.deal_pipeline.as_deref()), (None, Some("default")));
+        let errors = parse(json!({"access_token": "has a space"}), false).await.unwrap_err();
+        assert!(errors.fields()["access_token"].starts_with("must be the private app's access token"), "{errors}");
+    }
+
+    #[tokio::test]
+    async fn every_bad_field_is_named_and_what_a_get_shows_is_ignored() {
+        let body = json!({"access_token": "pat", "base_url": "ftp://x", "stage_map": {"sold": "1"},
+            "rate_limit": {"requests": 0, "per_ms": 1000}, "colour": "red", "has_token": true, "state": "connected"});
+        let errors = parse(body, false).await.unwrap_err();
+        let named: Vec<&str> = errors.fields().keys().map(String::as_str).collect();
+        assert_eq!(named, ["base_url", "colour", "rate_limit", "stage_map"]);
+        assert_eq!(errors.fields()["rate_limit"], "must be 1 to 1000 requests per 100 to 600000 milliseconds");
+    }
+
+    #[tokio::test]
+    async fn a_private_base_url_is_refused_unless_allowed() {
+        let body = json!({"access_token": "pat", "base_url": "http://127.0.0.1:9/"});
+        let errors = parse_settings(&body, false, AddressPolicy::PublicOnly).await.unwrap_err();
+        assert!(errors.fields()["base_url"].ends_with("HubSpot's API is at a public address"), "{errors}");
+        let patch = parse(body, false).await.unwrap();
+        assert_eq!(patch.base_url.as_deref(), Some("http://127.0.0.1:9"));
+    }
+
+    fn settings(enabled: bool, paused: Option<&str>, token: Option<&str>) -> HubspotSettings {
+        HubspotSettings {
+            access_token: token.map(str::to_owned),
+            base_url: "https://api.hubapi.com".into(),
+            deal_pipeline: "default".into(),
+            stage_map: BTreeMap::new(),
+            enabled,
+            rate_limit: 100,
+            rate_window_ms: 10_000,
+            paused_reason: paused.map(str::to_owned),
+            version: 1,
+            cursor: 0,
+            backfill: None,
+            backfill_done: 0,
+        }
+    }
+
+    #[test]
+    fn the_phase_follows_the_settings() {
+        assert_eq!(Phase::of(None), Phase::NotConnected);
+        assert_eq!(Phase::of(Some(&settings(true, None, Some("t")))), Phase::Connected);
+        assert_eq!(Phase::of(Some(&settings(false, Some("401"), Some("t")))), Phase::Disabled);
+        assert_eq!(Phase::of(Some(&settings(true, Some("401"), Some("t")))), Phase::Paused("401".into()));
+        assert_eq!(Phase::of(Some(&settings(true, None, None))).as_str(), "not_connected");
+    }
+}
