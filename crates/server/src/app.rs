@@ -66,16 +66,17 @@ impl Application {
         );
         let auth = Authenticator::new(store.clone());
         let forget_tokens = auth.clone();
+        let hubspot_handle = HubspotHandle::default();
         let web = WebState::new(WebConfig {
             store: store.clone(),
             sender: sender.clone(),
             site_url: site_url.clone(),
             policy,
             on_token_revoked: Arc::new(move || forget_tokens.forget_all()),
+            hubspot: hubspot_handle.clone(),
         })
         .await
         .context("preparing the web app")?;
-        let hubspot_handle = HubspotHandle::default();
         let hubspot = HubspotSync::new(store.clone(), policy, hubspot_handle.clone());
         let state = AppState {
             auth,

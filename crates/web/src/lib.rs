@@ -47,6 +47,8 @@ pub struct WebConfig {
     pub policy: AddressPolicy,
     /// Called when a token is deleted here, so that the API forgets tokens it remembers.
     pub on_token_revoked: Arc<dyn Fn() + Send + Sync>,
+    /// The HubSpot sync worker's handle: woken when its settings change or a backfill is asked for.
+    pub hubspot: estate_crm_webhooks::hubspot::HubspotHandle,
 }
 
 /// The handles every page shares. Cheap to clone.

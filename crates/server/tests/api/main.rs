@@ -23,6 +23,7 @@ mod hubspot;
 mod hubspot_standin;
 mod secrets;
 mod web;
+mod web_hubspot;
 
 mod cli_tools;
 mod hooks;

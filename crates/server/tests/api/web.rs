@@ -16,27 +16,27 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 const XSS: &str = "<img src=x onerror=alert(1)>";
 
 /// A cookie jar and the pages it was sent, over one server.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     cookies: HashMap<String, String>,
 }
 
 /// A page: status, headers, HTML.
-struct Page {
-    status: StatusCode,
-    headers: hyper::HeaderMap,
-    html: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: hyper::HeaderMap,
+    pub(crate) html: String,
 }
 
 impl Page {
     /// The CSRF token of the page's forms.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let marker = "name=\"csrf_token\" value=\"";
         let start = self.html.find(marker).unwrap_or_else(|| panic!("no CSRF token in {}", self.html)) + marker.len();
         self.html[start..].split('"').next().unwrap().to_owned()
     }
 
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
@@ -51,7 +51,7 @@ impl Page {
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
         Browser { app, cookies: HashMap::new() }
     }
 
@@ -78,12 +78,12 @@ impl<'a> Browser<'a> {
         Page { status, headers, html: String::from_utf8_lossy(&raw).into_owned() }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         self.send(Method::GET, path, &[], String::new()).await
     }
 
     /// Posts a form from this site (its `Origin`), as a browser does.
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let origin = self.app.url("");
         self.post_from(path, fields, &origin).await
     }
@@ -95,7 +95,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Signs in through the login form.
-    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+    pub(crate) async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         let csrf = self.get("/login").await.csrf();
         self.post("/login", &[("csrf_token", &csrf), ("email", email), ("password", password), ("next", "/")]).await
     }
@@ -124,7 +124,7 @@ async fn setup_link(app: &TestApp) -> String {
 }
 
 /// A user made through the API, who can sign in.
-async fn make_user(app: &TestApp, email: &str, role: &str) {
+pub(crate) async fn make_user(app: &TestApp, email: &str, role: &str) {
     let answer = app
         .post(
             "/api/v1/users",
@@ -135,7 +135,7 @@ async fn make_user(app: &TestApp, email: &str, role: &str) {
 }
 
 /// A signed-in administrator made through the API.
-async fn admin<'a>(app: &'a TestApp) -> Browser<'a> {
+pub(crate) async fn admin<'a>(app: &'a TestApp) -> Browser<'a> {
     make_user(app, "admin@example.com", "admin").await;
     let mut browser = Browser::new(app);
     assert_eq!(browser.sign_in("admin@example.com", "agent-password").await.status, StatusCode::SEE_OTHER);

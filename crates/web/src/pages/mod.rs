@@ -5,6 +5,7 @@ mod dashboard;
 mod deliveries;
 mod endpoints;
 pub mod error_page;
+mod hubspot;
 mod records;
 mod users;
 mod webhooks;
@@ -47,6 +48,13 @@ pub fn router() -> Router<WebState> {
         .route("/settings/deliveries/{id}", get(deliveries::page))
         .route("/settings/deliveries/{id}/retry", post(deliveries::retry))
         .route("/settings/users", get(users::list).post(users::add))
+        .route(
+            "/settings/integrations",
+            get(|| async { axum::response::Redirect::to("/settings/integrations/hubspot") }),
+        )
+        .route("/settings/integrations/hubspot", get(hubspot::page).post(hubspot::save))
+        .route("/settings/integrations/hubspot/check", post(hubspot::check))
+        .route("/settings/integrations/hubspot/backfill", post(hubspot::backfill))
         .route("/settings/users/{id}/password", post(users::reset_password))
         .route("/account", get(users::account))
         .route("/account/password", post(users::change_password))
@@ -83,6 +91,8 @@ pub enum Tab {
     Deliveries,
     /// Users.
     Users,
+    /// Integrations with other systems (HubSpot).
+    Integrations,
 }
 
 fn current(on: bool) -> Option<&'static str> {
@@ -143,6 +153,7 @@ fn settings_tabs(tab: Tab) -> Markup {
         (Tab::Endpoints, "/settings/endpoints", "Endpoints"),
         (Tab::Deliveries, "/settings/deliveries", "Deliveries"),
         (Tab::Users, "/settings/users", "Users"),
+        (Tab::Integrations, "/settings/integrations/hubspot", "Integrations"),
     ];
     html! {
         nav.tabs aria-label="Settings" {

@@ -5,12 +5,14 @@
 //! CRM v3 batch APIs, keyed by email for contacts and by the `estate_crm_id` property for deals).
 //! - [`HubspotSync`]: the worker (see `sync`).
 //! - [`check_connection`]: the settings screen's "check" button.
+//! - `settings`: what a client may send as settings, checked once for the API and the web app.
 //! - `mapping`: the property and stage mapping, pure.
 //! - `rate`: the request budget; `client`: HubSpot over the webhooks' guarded connector.
 
 mod client;
 pub mod mapping;
 mod rate;
+pub mod settings;
 mod sync;
 
 use std::collections::BTreeMap;
