@@ -272,7 +272,7 @@ impl Browser {
         self.find_xpath(&format!("//form[.//*[@id='f-{field}']]//button[normalize-space(.)='{text}']")).await
     }
 
-    async fn find_xpath(&self, xpath: &str) -> Element {
+    pub async fn find_xpath(&self, xpath: &str) -> Element {
         match self.client.wait().at_most(PATIENCE).every(POLL).for_element(Locator::XPath(xpath)).await {
             Ok(element) => element,
             Err(err) => panic!("nothing matches {xpath} on {}: {err}", self.path().await),
