@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use estate_crm_store::{SqliteConfig, SqliteStore, Store};
+use estate_crm_web::{WebConfig, WebState};
 use estate_crm_webhooks::{AddressPolicy, DeliveryMetrics, Dispatcher, DispatcherConfig, Sender, SenderConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -34,6 +35,8 @@ pub struct Application {
     retention: Duration,
     /// Where the data lives, as the start line says it.
     data: String,
+    /// The web app's pages.
+    web: WebState,
 }
 
 impl Application {
@@ -59,8 +62,19 @@ impl Application {
             DispatcherConfig { default_schedule: config.retry_schedule.clone(), shutdown_grace: SHUTDOWN_GRACE },
             delivery_metrics,
         );
+        let auth = Authenticator::new(store.clone());
+        let forget_tokens = auth.clone();
+        let web = WebState::new(WebConfig {
+            store: store.clone(),
+            sender: sender.clone(),
+            site_url: site_url.clone(),
+            policy,
+            on_token_revoked: Arc::new(move || forget_tokens.forget_all()),
+        })
+        .await
+        .context("preparing the web app")?;
         let state = AppState {
-            auth: Authenticator::new(store.clone()),
+            auth,
             store,
             sender,
             settings: Arc::new(Settings { site_url, policy }),
@@ -71,7 +85,7 @@ impl Application {
             Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
             Database::Postgres(_) => "PostgreSQL".to_owned(),
         };
-        Ok(Application { listener, address, data, state, dispatcher, retention: config.retention })
+        Ok(Application { listener, address, data, state, dispatcher, retention: config.retention, web })
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -88,11 +102,15 @@ impl Application {
         let signals = Signals::install()?;
         tokio::spawn(signals.cancel_on_first(shutdown.clone()));
         println!("estate-crm listening on http://{}, data in {}", self.address, self.data);
+        // After the start line, which scripts and tests read first.
+        if let Some(link) = self.web.setup_link() {
+            println!("first-run setup (works once, until the first administrator is made): {link}");
+        }
         let _ = std::io::stdout().flush();
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
-        let router = routes::router(self.state);
+        let router = routes::router(self.state, estate_crm_web::router(self.web));
         let served = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;

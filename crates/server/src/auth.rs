@@ -1,17 +1,11 @@
-//! Tokens: how they are made, stored (only as hashes) and checked.
-//!
-//! A token is 32 random bytes, so a single SHA-256 is enough to store it safely (unlike a password,
-//! it cannot be guessed from a dictionary); looking the hash up means the token itself is never
-//! compared byte by byte. Passwords use argon2.
+//! Tokens checked against the store (only their hashes are kept; see `estate_crm_store::credentials`
+//! for how tokens and passwords are made and hashed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use estate_crm_store::{Store, User};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -61,31 +55,10 @@ impl Authenticator {
     }
 }
 
-/// A new random token: 32 bytes, URL-safe base64, behind a prefix that says what it is.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("ecrm_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// How a token is stored.
-pub fn hash_token(token: &str) -> String {
-    hex_lower(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use estate_crm_store::credentials::{hash_token, new_token};
 
 /// Hashes a password with argon2 and a random salt.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt =
-        SaltString::encode_b64(&salt).map_err(|err| ApiError::internal(&std::io::Error::other(err.to_string())))?;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|err| ApiError::internal(&std::io::Error::other(err.to_string())))
+    estate_crm_store::credentials::hash_password(password)
+        .map_err(|err| ApiError::internal(&std::io::Error::other(err)))
 }

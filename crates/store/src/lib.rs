@@ -13,6 +13,7 @@
 //! connections and never wait for the writer (WAL mode).
 #![deny(missing_docs)]
 
+pub mod credentials;
 mod error;
 mod ids;
 mod sqlite;
@@ -122,4 +123,43 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> &ChangeFeed;
     /// The bulk imports running now, which deliveries make way for.
     fn imports(&self) -> &ImportGauge;
+
+    // --- web app ---
+    /// Makes the first administrator with a password, only while no user has a password; answers
+    /// `None` when one does already (the one-time setup is over).
+    async fn create_first_admin(&self, new: NewUser) -> Result<Option<User>, StoreError>;
+    /// Whether any user has a password (after which the one-time setup no longer exists).
+    async fn any_password_set(&self) -> Result<bool, StoreError>;
+    /// A user and their password hash, by email (any case).
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserCredentials>, StoreError>;
+    /// A user and their password hash, by id.
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserCredentials>, StoreError>;
+    /// Every user, oldest first (at most 1000).
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Sets a user's password hash and ends their sessions at once, but `keep` (a session hash).
+    async fn set_password(&self, user_id: &str, password_hash: &str, keep: Option<&str>) -> Result<(), StoreError>;
+    /// A user's tokens, oldest first.
+    async fn list_tokens(&self, user_id: &str) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Starts a session (by the hash of its cookie) and forgets sessions past `limits`.
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now_ms: i64,
+        limits: SessionLimits,
+    ) -> Result<(), StoreError>;
+    /// The live session with this hash, if it is within `limits` at `now_ms`.
+    async fn find_session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+        limits: SessionLimits,
+    ) -> Result<Option<Session>, StoreError>;
+    /// Records that a session was used now.
+    async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Every endpoint's delivered and failed deliveries of events since `since_ms`, and its pending
+    /// ones now.
+    async fn endpoint_health(&self, since_ms: i64) -> Result<Vec<EndpointHealth>, StoreError>;
 }

@@ -564,3 +564,45 @@ impl Drop for ImportGuard {
         });
     }
 }
+
+/// How long a web session lasts: it ends after `idle_ms` without use or `absolute_ms` after it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// The longest time between two uses, in ms.
+    pub idle_ms: i64,
+    /// The longest life, in ms.
+    pub absolute_ms: i64,
+}
+
+/// A live web session and its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Whose it is.
+    pub user: User,
+    /// When it began, Unix ms.
+    pub created_at: i64,
+    /// When it was last used (recorded at most about once a minute), Unix ms.
+    pub last_seen_at: i64,
+}
+
+/// A user with the hash of their password, for signing in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCredentials {
+    /// The user.
+    pub user: User,
+    /// The argon2 hash of their password, if they have one.
+    pub password_hash: Option<String>,
+}
+
+/// An endpoint's deliveries in a window of time, for the dashboard and the endpoints pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Deliveries of events since the window's start that succeeded.
+    pub delivered: u64,
+    /// Deliveries waiting for an attempt now, whenever their event was.
+    pub pending: u64,
+    /// Deliveries of events since the window's start that failed.
+    pub failed: u64,
+}

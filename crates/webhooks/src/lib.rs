@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod dispatcher;
+pub mod endpoint_input;
 mod metrics;
 pub mod retry;
 mod sender;

@@ -11,14 +11,14 @@ mod webhooks;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::extract::JSON_LIMIT;
 use crate::state::{AppState, RequestLabel};
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The whole API, and the web app's pages beside it (`web`, a router with its own state).
+pub fn router(state: AppState, web: Router) -> Router {
     let api = Router::new()
         .merge(records::router())
         .merge(events::router())
@@ -29,12 +29,27 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(forms::router())
         .merge(ops::router())
-        .fallback(|| async { ApiError::not_found("there is nothing at this path; the API lives under /api/v1/") })
+        .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(middleware::from_fn(crate::drain::drain_unread_body))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
+        .merge(web)
+}
+
+/// Unknown paths: the API's JSON 404, or the web app's page for a browser asking for HTML outside
+/// `/api/`.
+async fn not_found(request: Request) -> Response {
+    let wants_html = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html && !request.uri().path().starts_with("/api/") {
+        return estate_crm_web::not_found_html();
+    }
+    ApiError::not_found("there is nothing at this path; the API lives under /api/v1/").into_response()
 }
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {

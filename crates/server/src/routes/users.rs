@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use estate_crm_domain::FieldErrors;
+use estate_crm_store::credentials::{self, string_field};
 use estate_crm_store::{NewUser, Role};
 use serde_json::{Value, json};
 
@@ -18,17 +19,6 @@ pub fn router() -> Router<AppState> {
         .route("/users", post(create_user))
         .route("/tokens", post(create_token))
         .route("/tokens/{id}", delete(delete_token))
-}
-
-fn string_field(body: &Value, name: &str, max: usize, errors: &mut FieldErrors) -> Option<String> {
-    match body.get(name) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= max => Some(s.trim().to_owned()),
-        Some(_) => {
-            errors.add(name, format!("must be a non-empty string of at most {max} characters"));
-            None
-        }
-    }
 }
 
 fn refuse_unknown(body: &Value, known: &[&str], errors: &mut FieldErrors) -> ApiResult<()> {
@@ -46,39 +36,10 @@ async fn create_user(
     _: Admin,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let mut errors = FieldErrors::new();
-    refuse_unknown(&body, &["name", "email", "role", "password"], &mut errors)?;
-    let name = string_field(&body, "name", 200, &mut errors);
-    let email = string_field(&body, "email", 254, &mut errors);
-    let role = string_field(&body, "role", 20, &mut errors);
-    let password = match body.get("password") {
-        None | Some(Value::Null) => None,
-        // A password is kept exactly as typed: no trimming.
-        Some(Value::String(p)) if (8..=1000).contains(&p.chars().count()) => Some(p.clone()),
-        Some(_) => {
-            errors.add("password", "must be a string of 8 to 1000 characters");
-            None
-        }
-    };
-    if name.is_none() && !errors.fields().contains_key("name") {
-        errors.add("name", "is required");
-    }
-    if !email.as_deref().is_some_and(|e| e.contains('@')) && !errors.fields().contains_key("email") {
-        errors.add("email", "must be an email address");
-    }
-    let role = match role.as_deref().map(Role::parse) {
-        Some(Some(role)) => Some(role),
-        _ => {
-            errors.add("role", "must be admin or agent");
-            None
-        }
-    };
-    let (Some(name), Some(email), Some(role)) = (name, email, role) else {
-        return Err(ApiError::invalid(errors));
-    };
-    errors.into_result(()).map_err(ApiError::invalid)?;
-    let password_hash = password.as_deref().map(hash_password).transpose()?;
-    let user = state.store.create_user(NewUser { name, email, role, password_hash }).await?;
+    let input = credentials::parse_user_input(&body).map_err(ApiError::invalid)?;
+    let password_hash = input.password.as_deref().map(hash_password).transpose()?;
+    let new = NewUser { name: input.name, email: input.email, role: input.role, password_hash };
+    let user = state.store.create_user(new).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": user.id, "name": user.name, "email": user.email, "role": user.role.as_str()})),

@@ -4,20 +4,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use estate_crm_domain::FieldErrors;
-use estate_crm_domain::webhook::{EventFilter, MaxInFlight, RetrySchedule};
-use estate_crm_store::{Endpoint, EndpointPatch, EndpointSpec};
-use estate_crm_webhooks::{TargetUrl, TestTarget, check_destination, send_test, standard_webhooks_secret};
+use estate_crm_store::{Endpoint, EndpointSpec};
+use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE, EndpointInput, SaveError, SavedSettings, Shape};
+use estate_crm_webhooks::{TestTarget, send_test, standard_webhooks_secret};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, JsonBody, OptionalJsonBody, Params, PathId};
 use crate::state::AppState;
-
-const MAX_SECRET_BYTES: usize = 512;
-const MAX_DESCRIPTION_CHARS: usize = 500;
-const HTTP_WARNING: &str =
-    "this URL uses plain http://: payloads travel unencrypted; use https:// where the receiver allows it";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,102 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks/{id}/retry-failed", post(retry_failed))
 }
 
-/// The fields a client sent, checked; `warnings` are for the response.
-struct EndpointInput {
-    patch: EndpointPatch,
-    warnings: Vec<&'static str>,
-}
-
-/// Which fields a body may carry and which are tolerated but ignored.
-struct Shape {
-    allowed: &'static [&'static str],
-    ignored: &'static [&'static str],
-}
-
-const ENDPOINT_SHAPE: Shape = Shape {
-    allowed: &["url", "events", "secret", "active", "description", "retry_schedule", "max_in_flight"],
-    ignored: &[],
-};
-/// The settings screen sends back what it read, read-only fields included.
-const SETTINGS_SHAPE: Shape =
-    Shape { allowed: &["url", "events", "secret", "active"], ignored: &["has_secret", "standard_webhooks_secret"] };
-
-async fn parse_endpoint(state: &AppState, body: &Value, shape: &Shape) -> ApiResult<EndpointInput> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid_field("body", "must be a JSON object"));
-    };
-    let mut errors = FieldErrors::new();
-    let mut patch = EndpointPatch::default();
-    let mut warnings = Vec::new();
-    let mut target = None;
-    for (name, value) in body {
-        if shape.ignored.contains(&name.as_str()) {
-            continue;
-        }
-        if !shape.allowed.contains(&name.as_str()) {
-            errors.add(name, "is not a known field");
-            continue;
-        }
-        if let Err(message) = parse_field(name, value, &mut patch, &mut target) {
-            errors.add(name, message);
-        }
-    }
-    if let Some(url) = &target {
-        if let Err(blocked) = check_destination(url, state.settings.policy).await {
-            errors.add("url", format!("{blocked}; webhooks may only go to public addresses"));
-        }
-        if url.is_plain_http() {
-            warnings.push(HTTP_WARNING);
-        }
-    }
-    errors.into_result(EndpointInput { patch, warnings }).map_err(ApiError::invalid)
-}
-
-fn parse_field(
-    name: &str,
-    value: &Value,
-    patch: &mut EndpointPatch,
-    target: &mut Option<TargetUrl>,
-) -> Result<(), String> {
-    match name {
-        "url" => {
-            let text = value.as_str().ok_or("must be a string")?;
-            let url = TargetUrl::parse(text.trim()).map_err(|e| e.to_string())?;
-            patch.url = Some(url.as_str().to_owned());
-            *target = Some(url);
-        }
-        "events" => patch.events = Some(EventFilter::parse(value)?),
-        "secret" => patch.secret = Some(parse_secret(value)?),
-        "active" => patch.active = Some(value.as_bool().ok_or("must be true or false")?),
-        "description" => {
-            patch.description = Some(match value {
-                Value::Null => None,
-                Value::String(s) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Some(s.clone()),
-                _ => return Err(format!("must be a string of at most {MAX_DESCRIPTION_CHARS} characters")),
-            })
-        }
-        "retry_schedule" => {
-            patch.retry_schedule = Some(match value {
-                Value::Null => None,
-                other => Some(RetrySchedule::parse(other)?),
-            })
-        }
-        "max_in_flight" => {
-            patch.max_in_flight = Some(MaxInFlight::new(value.as_i64().ok_or("must be a whole number")?)?)
-        }
-        _ => return Err("is not a known field".into()),
-    }
-    Ok(())
-}
-
-/// `""` or null removes the secret.
-fn parse_secret(value: &Value) -> Result<Option<String>, String> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) if s.len() <= MAX_SECRET_BYTES && !s.chars().any(char::is_control) => Ok(Some(s.clone())),
-        _ => Err(format!("must be a string of at most {MAX_SECRET_BYTES} bytes")),
-    }
+async fn parse_endpoint(state: &AppState, body: &Value, shape: Shape) -> ApiResult<EndpointInput> {
+    endpoint_input::parse_endpoint(body, shape, state.settings.policy).await.map_err(ApiError::invalid)
 }
 
 /// An endpoint as the API shows it: never its secret.
@@ -178,26 +78,19 @@ async fn get_settings(State(state): State<AppState>, _: Admin) -> ApiResult<Json
     Ok(Json(settings_json(state.store.primary_endpoint().await?.as_ref())))
 }
 
-/// PUT changes the fields it names. An empty `url` removes the primary endpoint, as clearing the URL
-/// on the original settings screen switches webhooks off.
+/// PUT changes the fields it names; an empty `url` removes the primary endpoint (see
+/// `endpoint_input::save_settings`).
 async fn put_settings(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
-    if body.get("url").is_some_and(|u| u.is_null() || u.as_str().is_some_and(|s| s.trim().is_empty())) {
-        // Switching webhooks off still checks the rest of the body: a typo is refused, not ignored.
-        let mut rest = body.clone();
-        if let Value::Object(fields) = &mut rest {
-            fields.shift_remove("url");
+    match endpoint_input::save_settings(&state.store, state.settings.policy, &body).await {
+        Ok(SavedSettings::Removed) => Ok(Json(settings_json(None))),
+        Ok(SavedSettings::Saved(endpoint, input)) => {
+            let mut out = settings_json(Some(&endpoint));
+            out["warnings"] = json!(input.warnings);
+            Ok(Json(out))
         }
-        parse_endpoint(&state, &rest, &SETTINGS_SHAPE).await?;
-        if let Some(primary) = state.store.primary_endpoint().await? {
-            state.store.delete_endpoint(&primary.id).await?;
-        }
-        return Ok(Json(settings_json(None)));
+        Err(SaveError::Invalid(errors)) => Err(ApiError::invalid(errors)),
+        Err(SaveError::Store(err)) => Err(err.into()),
     }
-    let input = parse_endpoint(&state, &body, &SETTINGS_SHAPE).await?;
-    let endpoint = state.store.put_primary_endpoint(input.patch.clone()).await?;
-    let mut out = settings_json(Some(&endpoint));
-    out["warnings"] = json!(input.warnings);
-    Ok(Json(out))
 }
 
 async fn list_endpoints(State(state): State<AppState>, _: Admin, params: Params) -> ApiResult<Json<Value>> {
@@ -211,7 +104,7 @@ async fn create_endpoint(
     _: Admin,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let input = parse_endpoint(&state, &body, &ENDPOINT_SHAPE).await?;
+    let input = parse_endpoint(&state, &body, ENDPOINT_SHAPE).await?;
     let spec =
         EndpointSpec::from_patch(input.patch.clone()).ok_or_else(|| ApiError::invalid_field("url", "is required"))?;
     let endpoint = state.store.create_endpoint(spec).await?;
@@ -229,7 +122,7 @@ async fn update_endpoint(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     state.store.get_endpoint(&id).await?;
-    let input = parse_endpoint(&state, &body, &ENDPOINT_SHAPE).await?;
+    let input = parse_endpoint(&state, &body, ENDPOINT_SHAPE).await?;
     let endpoint = state.store.update_endpoint(&id, input.patch.clone()).await?;
     Ok(Json(saved_json(&endpoint, &input)))
 }
@@ -267,31 +160,14 @@ async fn test_endpoint(
     run_test(&state, Some(&endpoint), &body).await
 }
 
-/// `{"url", "secret"}` in the body test those values before they are saved; a field left out is
-/// taken from the saved endpoint.
+/// `{"url", "secret"}` in the body test those values before they are saved (see
+/// `endpoint_input::test_target`).
 async fn run_test(state: &AppState, saved: Option<&Endpoint>, body: &Value) -> ApiResult<Json<Value>> {
     let Value::Object(body) = body else {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
     };
-    if let Some(unknown) = body.keys().find(|k| !["url", "secret"].contains(&k.as_str())) {
-        return Err(ApiError::invalid_field(unknown, "is not a known field; a test takes url and secret"));
-    }
-    let url_text = match body.get("url") {
-        Some(Value::String(url)) => url.trim().to_owned(),
-        Some(_) => return Err(ApiError::invalid_field("url", "must be a string")),
-        None => saved
-            .map(|e| e.url.clone())
-            .ok_or_else(|| ApiError::invalid_field("url", "is required: no webhook URL is saved yet"))?,
-    };
-    let url = TargetUrl::parse(&url_text).map_err(|e| ApiError::invalid_field("url", e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
-    let secrets = match body.get("secret") {
-        Some(value) => parse_secret(value)
-            .map_err(|m| ApiError::invalid_field("secret", m))?
-            .map(|s| vec![s.into_bytes()])
-            .unwrap_or_default(),
-        None => saved.map(|e| e.signing_secrets(now)).unwrap_or_default(),
-    };
+    let (url, secrets) = endpoint_input::test_target(saved, body, now).map_err(ApiError::invalid)?;
     let target = TestTarget { endpoint_id: saved.map(|e| e.id.as_str()), url: &url, secrets };
     let result = send_test(&state.store, &state.sender, &state.settings.site_url, target).await?;
     Ok(Json(json!({

@@ -7,12 +7,12 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use super::writer::WriteCtx;
 use crate::{NewUser, Role, StoreError, TokenInfo, User, ids};
 
-const USER_PREFIX: &str = "usr";
-const TOKEN_PREFIX: &str = "tok";
+pub(super) const USER_PREFIX: &str = "usr";
+pub(super) const TOKEN_PREFIX: &str = "tok";
 const ADMIN_EMAIL: &str = "admin@localhost";
 const ADMIN_TOKEN_NAME: &str = "admin (from the server's start)";
 
-fn user_from_row(row: &rusqlite::Row<'_>, tag: &str) -> rusqlite::Result<User> {
+pub(super) fn user_from_row(row: &rusqlite::Row<'_>, tag: &str) -> rusqlite::Result<User> {
     let role: String = row.get(3)?;
     Ok(User {
         id: ids::format(USER_PREFIX, tag, row.get(0)?),

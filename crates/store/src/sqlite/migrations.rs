@@ -195,6 +195,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events_v3 RENAME TO events;
     CREATE INDEX events_by_name ON events (name, seq);
     "#,
+    // The web app's sign-in sessions: only the hash of a session's cookie is kept.
+    r#"
+    CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY,
+        user_seq INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_user ON sessions (user_seq);
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction.

@@ -6,6 +6,7 @@ mod checkpoint;
 mod fanout;
 mod migrations;
 mod records;
+mod web;
 mod webhooks;
 mod writer;
 
@@ -393,5 +394,74 @@ impl Store for SqliteStore {
 
     fn imports(&self) -> &ImportGauge {
         &self.inner.imports
+    }
+
+    async fn create_first_admin(&self, new: NewUser) -> Result<Option<User>, StoreError> {
+        self.inner.writer.run(move |ctx| web::create_first_admin(ctx, &new)).await
+    }
+
+    async fn any_password_set(&self) -> Result<bool, StoreError> {
+        self.read(|conn, _| web::any_password_set(conn)).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let email = email.trim().to_lowercase();
+        self.read(move |conn, tag| web::user_where(conn, tag, "email = ?1", rusqlite::types::Value::from(email))).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let Some(seq) = web::user_seq(&self.inner.tag, id) else {
+            return Ok(None);
+        };
+        self.read(move |conn, tag| web::user_where(conn, tag, "seq = ?1", rusqlite::types::Value::from(seq))).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.read(web::list_users).await
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str, keep: Option<&str>) -> Result<(), StoreError> {
+        let (id, hash, keep) = (user_id.to_owned(), password_hash.to_owned(), keep.map(str::to_owned));
+        self.inner.writer.run(move |ctx| web::set_password(ctx, &id, &hash, keep.as_deref())).await
+    }
+
+    async fn list_tokens(&self, user_id: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        let id = user_id.to_owned();
+        self.read(move |conn, tag| web::list_tokens(conn, tag, &id)).await
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now_ms: i64,
+        limits: SessionLimits,
+    ) -> Result<(), StoreError> {
+        let (hash, id) = (token_hash.to_owned(), user_id.to_owned());
+        self.inner.writer.run(move |ctx| web::create_session(ctx, &hash, &id, now_ms, limits)).await
+    }
+
+    async fn find_session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+        limits: SessionLimits,
+    ) -> Result<Option<Session>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn, tag| web::find_session(conn, tag, &hash, now_ms, limits)).await
+    }
+
+    async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        let hash = token_hash.to_owned();
+        self.inner.writer.run(move |ctx| web::touch_session(ctx, &hash, now_ms)).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let hash = token_hash.to_owned();
+        self.inner.writer.run(move |ctx| web::delete_session(ctx, &hash)).await
+    }
+
+    async fn endpoint_health(&self, since_ms: i64) -> Result<Vec<EndpointHealth>, StoreError> {
+        self.read(move |conn, tag| fanout::in_snapshot(conn, |conn| web::endpoint_health(conn, tag, since_ms))).await
     }
 }

@@ -17,7 +17,7 @@ use crate::{
 
 /// How long a replaced secret keeps signing, so receivers can switch without losing deliveries.
 const SECRET_ROTATION_MS: i64 = 24 * 3600 * 1000;
-const ENDPOINT_PREFIX: &str = "ep";
+pub(super) const ENDPOINT_PREFIX: &str = "ep";
 const DELIVERY_PREFIX: &str = "msg";
 
 /// Notes the active endpoints subscribed to this event, so that their lanes wake once the change
