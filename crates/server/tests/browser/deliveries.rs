@@ -63,7 +63,10 @@ async fn a_contact_created_through_the_api_appears_in_the_live_log() {
 async fn a_failed_delivery_is_retried_from_its_page() {
     let web = Web::admin().await;
     let mut receiver = Receiver::answering(|_| Reply::status(500).with_body("down for maintenance")).await;
-    let endpoint = web.app.add_endpoint(json!({ "url": receiver.url("/hook"), "events": "contact.created" })).await;
+    let endpoint = web
+        .app
+        .add_endpoint(json!({ "url": receiver.url("/hook"), "events": "contact.created", "secret": "shared-secret" }))
+        .await;
     web.app.create("contacts", json!({ "first_name": "Ada", "last_name": "Lovelace" })).await;
     web.app.create("contacts", json!({ "first_name": "Alan", "last_name": "Turing" })).await;
     let failed = web.settled().await;

@@ -22,6 +22,7 @@ async fn an_endpoint_added_with_the_form_is_listed_and_shows_its_deliveries() {
     browser.visit("/settings/endpoints/new").await;
     browser.fill("url", &url).await;
     browser.fill("description", "The office's CRM mirror").await;
+    browser.set_checked("all-events", false).await;
     browser.set_checked("event-contact.created", true).await;
     browser.set_checked("event-deal.won", true).await;
     browser.fill("retry_schedule", "1s,1s").await;

@@ -18,6 +18,7 @@ async fn a_bad_url_is_refused_beside_its_field_then_a_good_one_is_saved() {
     browser.visit("/settings/webhooks").await;
 
     browser.fill("url", BAD_URL).await;
+    browser.set_checked("all-events", false).await;
     browser.set_checked("event-contact.created", true).await;
     browser.press("url", "Save", "[id='f-url-error']").await;
     let shown = browser.text("[id='f-url-error']").await;
