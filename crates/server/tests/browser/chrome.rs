@@ -362,8 +362,17 @@ impl Browser {
 
     /// Saves a picture of the whole page as `NAME.png` (see [`screens`]).
     pub async fn screenshot(&self, name: &str) {
-        let height = self.script("return document.documentElement.scrollHeight").await.as_u64().unwrap_or(0);
-        let tall = (height as u32).clamp(HEIGHT, 4 * HEIGHT);
+        // The window is made tall enough for the whole page (its frame included) and the page
+        // is shown from its top, whatever a click scrolled to.
+        let sizes = self
+            .script(
+                "window.scrollTo(0, 0); \
+                 return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]",
+            )
+            .await;
+        let page = sizes[0].as_u64().unwrap_or(0) as u32;
+        let frame = sizes[1].as_u64().unwrap_or(0) as u32;
+        let tall = (page + frame).clamp(HEIGHT, 4 * HEIGHT);
         self.client.set_window_size(WIDTH, tall).await.expect("sizing the window");
         let png = self.client.screenshot().await.expect("a screenshot");
         self.client.set_window_size(WIDTH, HEIGHT).await.expect("sizing the window");
