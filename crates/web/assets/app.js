@@ -5,8 +5,9 @@
 
   var LIVE_EVERY_MS = 2000;
 
-  // A <tbody data-live="URL"> is refreshed from URL (which answers the rows alone) every two
-  // seconds while the page is visible, so new deliveries and status changes appear without a reload.
+  // An element with data-live="URL" (a table's body, a delivery's status) is refreshed from URL,
+  // which answers that part alone, every two seconds while the page is visible: new deliveries and
+  // status changes appear without a reload.
   function refresh(body) {
     if (document.hidden || body.getAttribute("aria-busy") === "true") return;
     body.setAttribute("aria-busy", "true");
@@ -33,7 +34,7 @@
   }
 
   function startLiveTables() {
-    var bodies = document.querySelectorAll("tbody[data-live]");
+    var bodies = document.querySelectorAll("[data-live]");
     Array.prototype.forEach.call(bodies, function (body) {
       if (!body.getAttribute("data-live")) return;
       window.setInterval(function () {

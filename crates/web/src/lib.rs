@@ -62,6 +62,9 @@ struct Inner {
     setup_code: Option<String>,
     /// Held while the first administrator is made.
     setup_lock: tokio::sync::Mutex<()>,
+    /// The last 24 hours' counts per endpoint, shared by every page that shows them for a moment:
+    /// counting is a scan of the window's index entries, and each open dashboard asks every 2 s.
+    health: tokio::sync::Mutex<Option<(std::time::Instant, pages::Health)>>,
 }
 
 impl WebState {
@@ -77,6 +80,7 @@ impl WebState {
             throttle: throttle::Throttle::default(),
             setup_code,
             setup_lock: tokio::sync::Mutex::new(()),
+            health: tokio::sync::Mutex::new(None),
         };
         Ok(WebState { inner: Arc::new(inner) })
     }

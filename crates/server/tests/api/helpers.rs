@@ -33,9 +33,8 @@ pub struct TestApp {
     args: Vec<String>,
     child: Child,
     client: Client<HttpConnector, Full<Bytes>>,
-    /// What the server printed on stdout after its start line, read as it comes so that the
-    /// server never writes to a closed or full pipe.
-    later_lines: Arc<Mutex<Vec<String>>>,
+    /// What the server printed on stdout after its start line, read as it comes.
+    output: Arc<Mutex<Vec<String>>>,
 }
 
 /// An HTTP answer: status, headers and the body (as JSON when it is JSON).
@@ -73,7 +72,7 @@ impl TestApp {
     async fn start(data_dir: Arc<tempfile::TempDir>, args: Vec<String>) -> TestApp {
         let data_path = data_dir.path().to_owned();
         let spawn_args = args.clone();
-        let (child, address, later_lines) = tokio::task::spawn_blocking(move || {
+        let (child, address, output) = tokio::task::spawn_blocking(move || {
             let mut child = Command::new(env!("CARGO_BIN_EXE_estate-crm"))
                 .arg("serve")
                 .args(["--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN])
@@ -87,32 +86,41 @@ impl TestApp {
                 .expect("the estate-crm binary starts");
             let stdout = child.stdout.take().expect("piped stdout");
             let mut line = String::new();
-            let mut stdout = BufReader::new(stdout);
-            stdout.read_line(&mut line).expect("the start line");
+            let mut reader = BufReader::new(stdout);
+            reader.read_line(&mut line).expect("the start line");
             let address = line
                 .split("listening on http://")
                 .nth(1)
                 .and_then(|rest| rest.split([',', ' ', '\n']).next())
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no address in the start line {line:?}"));
-            (child, address, keep_reading(stdout))
+            // The rest of stdout is kept for tests that look for a line (the setup link).
+            let output = Arc::new(Mutex::new(Vec::new()));
+            let lines = output.clone();
+            std::thread::spawn(move || {
+                for line in reader.lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+            (child, address, output)
         })
         .await
         .expect("spawning the server");
         let client = Client::builder(TokioExecutor::new()).build_http();
-        TestApp { address, token: ADMIN_TOKEN.into(), data_dir, args, child, client, later_lines }
+        TestApp { address, token: ADMIN_TOKEN.into(), data_dir, args, child, client, output }
     }
 
-    /// The first line the server printed after its start line that contains `needle`, waiting
-    /// at most [`PATIENCE`] for it.
-    pub async fn printed_line_containing(&self, needle: &str) -> String {
+    /// The first line the server printed after its start line that contains `needle`, waiting for
+    /// it up to [`PATIENCE`].
+    pub async fn printed_line(&self, needle: &str) -> Option<String> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let lines = self.later_lines.lock().unwrap().clone();
-            if let Some(line) = lines.iter().find(|line| line.contains(needle)) {
-                return line.clone();
+            if let Some(line) = self.output.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
             }
-            assert!(tokio::time::Instant::now() < deadline, "the server printed no line with {needle:?}: {lines:?}");
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -232,27 +240,6 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// Lines of stdout a test can look at; later ones are read and dropped.
-const KEPT_LINES: usize = 1000;
-
-/// Reads the rest of a server's stdout on a thread of its own, line by line, until it closes.
-fn keep_reading(mut stdout: BufReader<std::process::ChildStdout>) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let filling = lines.clone();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while matches!(stdout.read_line(&mut line), Ok(n) if n > 0) {
-            let mut kept = filling.lock().unwrap();
-            if kept.len() < KEPT_LINES {
-                kept.push(line.clone());
-            }
-            drop(kept);
-            line.clear();
-        }
-    });
-    lines
 }
 
 impl Drop for TestApp {

@@ -20,3 +20,4 @@ mod test_button;
 mod crash;
 mod hostile;
 mod secrets;
+mod web;

@@ -14,7 +14,7 @@ fn setup_url(line: &str) -> String {
 #[tokio::test]
 async fn the_printed_setup_link_makes_the_first_admin_and_then_is_gone() {
     let web = Web::start().await;
-    let line = web.app.printed_line_containing("/setup?code=").await;
+    let line = web.app.printed_line("/setup?code=").await.expect("the server prints the setup link");
     let link = url::Url::parse(&setup_url(&line)).unwrap_or_else(|err| panic!("{line:?}: {err}"));
     assert_eq!(link.path(), "/setup", "{line}");
     assert_eq!(link.port(), Some(web.app.address.port()), "the link names the server's port: {line}");

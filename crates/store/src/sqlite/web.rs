@@ -175,8 +175,10 @@ pub(super) fn endpoint_health(conn: &Connection, tag: &str, since_ms: i64) -> Re
         "SELECT COUNT(*) FROM deliveries WHERE status = 2 AND seq >= ?2 AND (seq & {}) = ?1",
         fanout::MAX_ENDPOINT_SEQ
     ))?;
+    // Named, or the planner walks every row of the endpoint in `deliveries_by_endpoint` instead.
     let mut pending = conn.prepare_cached(
-        "SELECT COUNT(*), COALESCE(SUM(seq >= ?2), 0) FROM deliveries WHERE status = 0 AND endpoint_seq = ?1",
+        "SELECT COUNT(*), COALESCE(SUM(seq >= ?2), 0) FROM deliveries INDEXED BY pending_by_endpoint
+         WHERE status = 0 AND endpoint_seq = ?1",
     )?;
     let mut out = Vec::with_capacity(subscriptions.len());
     for (seq, events, active, cursor) in subscriptions {

@@ -183,6 +183,8 @@ pub async fn log(
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct DeliveryQuery {
     retried: Option<String>,
+    /// `facts` or `attempts`: that part alone, for the script.
+    partial: Option<String>,
 }
 
 /// The body as indented JSON (or as it is, if it is not JSON).
@@ -209,6 +211,11 @@ pub async fn page(
         Some(endpoint_id) => state.store().get_endpoint(endpoint_id).await.ok(),
         None => None,
     };
+    match query.partial.as_deref() {
+        Some("facts") => return facts(delivery, endpoint.as_ref()).into_response(),
+        Some("attempts") => return attempts(&detail.attempts).into_response(),
+        _ => {}
+    }
     let signed = endpoint.as_ref().is_some_and(|e| e.secret.is_some());
     let mut headers = vec![
         ("content-type", "application/json".to_owned()),
@@ -230,20 +237,7 @@ pub async fn page(
         p.crumbs { a href="/settings/deliveries" { "Deliveries" } " / " }
         h1 { "Delivery " span.mono { (delivery.id) } }
         (flash(message.as_ref()))
-        dl.facts {
-            dt { "Status" } dd { span #delivery-status class=(format!("badge status-{}", delivery.status.as_str())) { (delivery.status.as_str()) } }
-            dt { "Event" } dd { (delivery.event.as_str()) " " span.sub.mono { (delivery.event_id) } }
-            dt { "Endpoint" } dd {
-                @match (&delivery.endpoint_id, &endpoint) {
-                    (Some(id), Some(e)) => a href=(format!("/settings/endpoints/{id}")) { (e.url) },
-                    (Some(id), None) => span.mono { (id) },
-                    (None, _) => "A test of settings that were not saved",
-                }
-            }
-            dt { "Attempts" } dd { (delivery.attempts) }
-            dt { "Created" } dd { (when(delivery.created_at)) }
-            @if let Some(next) = delivery.next_attempt_at { dt { "Next attempt" } dd { (when(next)) } }
-        }
+        div.live-region data-live=(format!("/settings/deliveries/{}?partial=facts", delivery.id)) { (facts(delivery, endpoint.as_ref())) }
         form method="post" action=(format!("/settings/deliveries/{}/retry", delivery.id)) {
             (csrf_field(&visitor))
             button.primary type="submit" { "Retry now" }
@@ -258,6 +252,35 @@ pub async fn page(
             }
         }
         h2 { "Attempts" }
+        div.live-region data-live=(format!("/settings/deliveries/{}?partial=attempts", delivery.id)) { (attempts(&detail.attempts)) }
+    };
+    shell(&format!("Delivery {}", delivery.id), Some(&visitor), Section::Settings(Tab::Deliveries), body)
+        .into_response()
+}
+
+/// A delivery's status and facts (refreshed live).
+fn facts(delivery: &Delivery, endpoint: Option<&estate_crm_store::Endpoint>) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Status" } dd { span #delivery-status class=(format!("badge status-{}", delivery.status.as_str())) { (delivery.status.as_str()) } }
+            dt { "Event" } dd { (delivery.event.as_str()) " " span.sub.mono { (delivery.event_id) } }
+            dt { "Endpoint" } dd {
+                @match (&delivery.endpoint_id, endpoint) {
+                    (Some(id), Some(e)) => a href=(format!("/settings/endpoints/{id}")) { (e.url) },
+                    (Some(id), None) => span.mono { (id) },
+                    (None, _) => "A test of settings that were not saved",
+                }
+            }
+            dt { "Attempts" } dd { (delivery.attempts) }
+            dt { "Created" } dd { (when(delivery.created_at)) }
+            @if let Some(next) = delivery.next_attempt_at { dt { "Next attempt" } dd { (when(next)) } }
+        }
+    }
+}
+
+/// A delivery's attempts (refreshed live).
+fn attempts(attempts: &[estate_crm_store::Attempt]) -> Markup {
+    html! {
         div.table-wrap {
             table #attempts {
                 thead { tr {
@@ -265,7 +288,7 @@ pub async fn page(
                     th.num scope="col" { "Duration" } th scope="col" { "Answer (first 1 KiB) or error" }
                 } }
                 tbody {
-                    @for attempt in &detail.attempts {
+                    @for attempt in attempts {
                         tr {
                             td.num { (attempt.number) }
                             td { (when(attempt.started_at)) }
@@ -280,10 +303,8 @@ pub async fn page(
                 }
             }
         }
-        @if detail.attempts.is_empty() { p.empty { "No attempt yet." } }
-    };
-    shell(&format!("Delivery {}", delivery.id), Some(&visitor), Section::Settings(Tab::Deliveries), body)
-        .into_response()
+        @if attempts.is_empty() { p.empty { "No attempt yet." } }
+    }
 }
 
 /// `POST /settings/deliveries/{id}/retry`.

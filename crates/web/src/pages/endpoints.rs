@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use estate_crm_domain::FieldErrors;
-use estate_crm_store::{DeliveryFilter, Endpoint, EndpointHealth, EndpointSpec, ErrorKind, PageRequest};
+use estate_crm_store::{DeliveryFilter, Endpoint, EndpointSpec, ErrorKind, PageRequest};
 use estate_crm_webhooks::endpoint_input::{self, ENDPOINT_SHAPE};
 use maud::{Markup, html};
 
@@ -16,7 +16,7 @@ use super::webhooks::{
     EndpointValues, TestOutcome, active_field, generated_secret, run_test, secret_field, test_outcome, test_result,
     wants_fragment,
 };
-use super::{Flash, Input, Section, Tab, csrf_field, error_page, event_checkboxes, flash, now_ms, shell};
+use super::{Flash, Health, Input, Section, Tab, csrf_field, error_page, event_checkboxes, flash, now_ms, shell};
 use crate::WebState;
 use crate::session::{AdminForm, AdminVisitor, Visitor};
 
@@ -27,12 +27,22 @@ const LIST_LIMIT: usize = 500;
 /// How many recent deliveries an endpoint's page shows.
 const RECENT: usize = 20;
 
-/// Each endpoint's counts for the last 24 hours, by id.
-pub async fn health_by_endpoint(
-    state: &WebState,
-) -> Result<HashMap<String, EndpointHealth>, estate_crm_store::StoreError> {
+/// How long counts are shared between pages before they are counted again.
+const HEALTH_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Each endpoint's counts for the last 24 hours, by id; at most [`HEALTH_FRESH_FOR`] old, and
+/// counted once for all the pages asking at the same moment.
+pub async fn health_by_endpoint(state: &WebState) -> Result<Health, estate_crm_store::StoreError> {
+    let mut cached = state.inner.health.lock().await;
+    if let Some((at, health)) = cached.as_ref()
+        && at.elapsed() < HEALTH_FRESH_FOR
+    {
+        return Ok(health.clone());
+    }
     let health = state.store().endpoint_health(now_ms() - DAY_MS).await?;
-    Ok(health.into_iter().map(|h| (h.endpoint_id.clone(), h)).collect())
+    let health: Health = std::sync::Arc::new(health.into_iter().map(|h| (h.endpoint_id.clone(), h)).collect());
+    *cached = Some((std::time::Instant::now(), health.clone()));
+    Ok(health)
 }
 
 /// Active, inactive, or disabled and why.
@@ -45,6 +55,14 @@ pub fn state_badge(endpoint: &Endpoint) -> Markup {
         } @else {
             span.badge.state-inactive { "inactive" }
         }
+    }
+}
+
+/// The events an endpoint receives, in words.
+pub fn events_text(events: &estate_crm_domain::webhook::EventFilter) -> String {
+    match events {
+        estate_crm_domain::webhook::EventFilter::All => "All events".to_owned(),
+        only => only.to_string().replace(',', ", "),
     }
 }
 
@@ -83,7 +101,7 @@ pub async fn list(State(state): State<WebState>, AdminVisitor(visitor): AdminVis
                                     @if let Some(description) = &endpoint.description { div.sub { (description) } }
                                 }
                                 td { (state_badge(endpoint)) }
-                                td.events { (endpoint.events.to_string().replace(',', ", ")) }
+                                td.events { (events_text(&endpoint.events)) }
                                 td.num.delivered { (counts.delivered) }
                                 td.num.pending { (counts.pending) }
                                 td.num.failed { (counts.failed) }
@@ -176,7 +194,7 @@ async fn endpoint_page(state: &WebState, visitor: &Visitor, id: &str, view: View
         Err(err) => return error_page::store(visitor, &err),
     };
     let counts = match health_by_endpoint(state).await {
-        Ok(mut health) => health.remove(id).unwrap_or_default(),
+        Ok(health) => health.get(id).cloned().unwrap_or_default(),
         Err(err) => return error_page::store(visitor, &err),
     };
     let filter = DeliveryFilter { endpoint_id: Some(endpoint.id.clone()), ..Default::default() };

@@ -5,12 +5,13 @@ mod dashboard;
 mod deliveries;
 mod endpoints;
 pub mod error_page;
+mod records;
 mod users;
 mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
-use estate_crm_domain::{EventName, FieldErrors};
+use estate_crm_domain::{EventName, FieldErrors, RecordKind};
 use estate_crm_store::DeliveryStatus;
 use maud::{DOCTYPE, Markup, html};
 
@@ -26,6 +27,11 @@ pub fn router() -> Router<WebState> {
         .route("/logout", post(auth::logout))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route("/", get(dashboard::page))
+        .route("/contacts", get(records::contacts))
+        .route("/leads", get(records::leads))
+        .route("/enquiries", get(records::enquiries))
+        .route("/deals", get(records::deals))
+        .route("/tasks", get(records::tasks))
         .route("/settings", get(|| async { axum::response::Redirect::to("/settings/webhooks") }))
         .route("/settings/webhooks", get(webhooks::page).post(webhooks::save))
         .route("/settings/webhooks/test", post(webhooks::test))
@@ -46,11 +52,16 @@ pub fn router() -> Router<WebState> {
         .route("/account/tokens/{id}/delete", post(users::delete_token))
 }
 
+/// Each endpoint's counts for the last 24 hours, by endpoint id.
+pub type Health = std::sync::Arc<std::collections::HashMap<String, estate_crm_store::EndpointHealth>>;
+
 /// Which part of the menu a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     /// The dashboard.
     Dashboard,
+    /// A list of records.
+    Records(RecordKind),
     /// A settings tab.
     Settings(Tab),
     /// The user's own account.
@@ -96,6 +107,9 @@ pub fn shell(title: &str, visitor: Option<&Visitor>, section: Section, content: 
                         nav aria-label="Main" {
                             ul {
                                 li { a href="/" aria-current=[current(section == Section::Dashboard)] { "Dashboard" } }
+                                @for kind in RecordKind::ALL {
+                                    li { a href=(format!("/{}", kind.plural())) aria-current=[current(section == Section::Records(kind))] { (records::title(kind)) } }
+                                }
                                 @if visitor.is_admin() {
                                     li { a href="/settings/webhooks" aria-current=[current(matches!(section, Section::Settings(_)))] { "Settings" } }
                                 }
