@@ -31,6 +31,8 @@ pub struct Plan {
     pub ui_deliveries: u64,
     pub ui_warmup: usize,
     pub ui_requests: usize,
+    /// Part 8: requests of the endpoints page timed with its shared counts expired.
+    pub ui_cold_requests: usize,
     /// The most rows in one bulk request (the API's own limit).
     pub bulk_batch_rows: u64,
     /// How long the receiver may take to get every expected delivery, in parts 2 to 5.
@@ -60,6 +62,7 @@ impl Plan {
             ui_deliveries: 1_000_000,
             ui_warmup: 20,
             ui_requests: 200,
+            ui_cold_requests: 10,
             bulk_batch_rows: 10_000,
             delivery_deadline: Duration::from_secs(180),
             drain_deadline: Duration::from_secs(300),
@@ -81,6 +84,7 @@ impl Plan {
             ui_deliveries: 4_000,
             ui_warmup: 3,
             ui_requests: 20,
+            ui_cold_requests: 2,
             delivery_deadline: Duration::from_secs(15),
             drain_deadline: Duration::from_secs(15),
             backlog_create_deadline: Duration::from_secs(15),

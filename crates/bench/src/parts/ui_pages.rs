@@ -4,7 +4,7 @@
 //! of the delivery log and the endpoints page, one request at a time after a warm-up.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -33,7 +33,13 @@ pub struct PageTimes {
 pub struct UiPages {
     pub deliveries: PageTimes,
     pub endpoints: PageTimes,
+    /// The endpoints page when its counts are not shared from a page shown just before.
+    pub endpoints_cold_ms: f64,
 }
+
+/// The endpoints page (and the dashboard) share their 24-hour counts for up to a second; a page
+/// asked for this long after the last one counts afresh.
+const COUNTS_EXPIRED: Duration = Duration::from_millis(1_500);
 
 /// Runs the part on a fresh server, whose peak memory joins `peaks` however the part ends.
 pub async fn measure(plan: &Plan, binary: &Path, receiver: &Receiver, peaks: &mut Vec<f64>) -> Result<UiPages> {
@@ -75,7 +81,30 @@ async fn fill_and_time(plan: &Plan, server: &Server, receiver: &Receiver) -> Res
     Ok(UiPages {
         deliveries: time_page(plan, &web, "/settings/deliveries", "id=\"deliveries\"").await?,
         endpoints: time_page(plan, &web, "/settings/endpoints", "id=\"endpoints\"").await?,
+        endpoints_cold_ms: time_cold(plan, &web, "/settings/endpoints", "id=\"endpoints\"").await?,
     })
+}
+
+/// Times `plan.ui_cold_requests` answers of `path`, each asked for [`COUNTS_EXPIRED`] after the
+/// one before, and answers their median.
+async fn time_cold(plan: &Plan, web: &WebSession, path: &str, marker: &str) -> Result<f64> {
+    let mut millis_taken = Vec::with_capacity(plan.ui_cold_requests);
+    for _ in 0..plan.ui_cold_requests {
+        tokio::time::sleep(COUNTS_EXPIRED).await;
+        let sent = Instant::now();
+        let page = web.page(path).await?;
+        millis_taken.push(millis(sent.elapsed()));
+        if !String::from_utf8_lossy(&page).contains(marker) {
+            bail!("GET {path} is not the page: no {marker} in it");
+        }
+    }
+    let median = percentile(&millis_taken, 0.5).context("no page was timed")?;
+    let slowest = millis_taken.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "  {path} counted afresh: median {median:.2} ms, slowest {slowest:.2} ms over {} requests",
+        plan.ui_cold_requests
+    );
+    Ok(median)
 }
 
 /// Fetches `path` `plan.ui_warmup` times, then times `plan.ui_requests` more, each from the
