@@ -139,3 +139,40 @@ async fn the_first_admin_is_made_once() {
     assert!(store.create_first_admin(new("eve@example.com")).await.unwrap().is_none(), "setup is over");
     assert_eq!(store.list_users().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn counts_remembered_for_settled_event_ranges_still_follow_status_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let spec = EndpointSpec {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: EventFilter::All,
+        secret: None,
+        active: true,
+        description: None,
+        retry_schedule: None,
+        max_in_flight: MaxInFlight::new(16).unwrap(),
+    };
+    let endpoint = store.create_endpoint(spec).await.unwrap().id;
+    let actor = Actor { user_id: "usr_test".into(), role: Role::Admin };
+    // More events than one remembered range holds, so that whole ranges are counted once and kept.
+    let rows: Vec<_> = (0..10_000).map(|n| json!({"first_name": format!("C{n}")})).collect();
+    store.bulk(&actor, RecordKind::Contact, estate_crm_store::BulkOp::Create(rows)).await.unwrap();
+    let due = store.due_deliveries(&endpoint, 0, i64::MAX, 20_000).await.unwrap();
+    assert_eq!(due.len(), 10_000);
+    let mut outcomes: Vec<Outcome> = due.iter().map(|d| outcome(d.seq, &endpoint, NextStep::Succeeded)).collect();
+    outcomes[17].next = NextStep::Failed;
+    store.record_outcomes(outcomes).await.unwrap();
+
+    let day_ago = chrono::Utc::now().timestamp_millis() - 24 * 3600 * 1000;
+    let counts = |health: Vec<estate_crm_store::EndpointHealth>| {
+        let h = health.into_iter().find(|h| h.endpoint_id == endpoint).unwrap();
+        (h.delivered, h.pending, h.failed)
+    };
+    assert_eq!(counts(store.endpoint_health(day_ago).await.unwrap()), (9_999, 0, 1), "counted");
+    assert_eq!(counts(store.endpoint_health(day_ago).await.unwrap()), (9_999, 0, 1), "remembered");
+    store.retry_failed(&endpoint, 0).await.unwrap();
+    assert_eq!(counts(store.endpoint_health(day_ago).await.unwrap()), (9_999, 1, 0), "a retry in a remembered range");
+    store.create_record(&actor, RecordKind::Contact, json!({"first_name": "New"})).await.unwrap();
+    assert_eq!(counts(store.endpoint_health(day_ago).await.unwrap()), (9_999, 2, 0), "a new one is owed");
+}

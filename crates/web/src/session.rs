@@ -137,7 +137,8 @@ impl Visitor {
 /// Sends a visitor without a session to the login page, to come back here after.
 fn to_login(parts: &Parts) -> Response {
     let next = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    // Escaped as a query value, but with its slashes kept: `/login?next=/settings/webhooks`.
+    let next = url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>().replace("%2F", "/");
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 

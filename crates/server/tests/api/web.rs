@@ -199,7 +199,11 @@ async fn a_wrong_password_gets_one_message_and_a_right_one_a_session_that_surviv
         assert!(page.html.contains("Wrong email or password.") && page.html.contains("role=\"alert\""));
         assert!(page.set_cookie("ecrm_session").is_none());
     }
-    assert_eq!(browser.get("/").await.location(), "/login?next=%2F", "still signed out");
+    assert_eq!(browser.get("/").await.location(), "/login?next=/", "still signed out");
+    assert_eq!(
+        browser.get("/settings/deliveries?status=failed").await.location(),
+        "/login?next=/settings/deliveries%3Fstatus%3Dfailed"
+    );
 
     let page = browser.sign_in("Agent@Example.com", "agent-password").await;
     assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/"));

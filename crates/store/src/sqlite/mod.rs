@@ -59,6 +59,8 @@ struct Inner {
     imports: ImportGauge,
     bulk_slots: tokio::sync::Semaphore,
     preparer: records::Preparer,
+    /// Delivery rows per endpoint in event ranges that can no longer change (the 24-hour counts).
+    row_counts: Arc<web::RowCounts>,
     /// Held for the store's life: one server per data directory.
     _lock: File,
 }
@@ -104,6 +106,7 @@ impl SqliteStore {
             imports: ImportGauge::default(),
             bulk_slots: tokio::sync::Semaphore::new(BULK_AT_ONCE),
             preparer,
+            row_counts: Arc::default(),
             _lock: lock,
         };
         Ok(SqliteStore { inner: Arc::new(inner) })
@@ -462,6 +465,8 @@ impl Store for SqliteStore {
     }
 
     async fn endpoint_health(&self, since_ms: i64) -> Result<Vec<EndpointHealth>, StoreError> {
-        self.read(move |conn, tag| fanout::in_snapshot(conn, |conn| web::endpoint_health(conn, tag, since_ms))).await
+        let counts = self.inner.row_counts.clone();
+        self.read(move |conn, tag| fanout::in_snapshot(conn, |conn| web::endpoint_health(conn, tag, since_ms, &counts)))
+            .await
     }
 }

@@ -142,7 +142,8 @@ fn first_event_since(conn: &Connection, since_s: i64) -> Result<i64, StoreError>
     let mut next_from =
         conn.prepare_cached("SELECT seq, created_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
     let (mut low, mut high): (i64, i64) =
-        conn.query_row("SELECT COALESCE(MIN(seq), 1), COALESCE(MAX(seq), 0) + 1 FROM events", [], |row| {
+        // Two subqueries: MIN and MAX together in one SELECT make SQLite scan the whole table.
+        conn.query_row("SELECT COALESCE((SELECT MIN(seq) FROM events), 1), COALESCE((SELECT MAX(seq) FROM events), 0) + 1", [], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
     // Invariant: every event before `low` is older than `since_s`; none from `high` on is.
@@ -157,12 +158,81 @@ fn first_event_since(conn: &Connection, since_s: i64) -> Result<i64, StoreError>
     Ok(low)
 }
 
+/// How many events a bucket of [`RowCounts`] spans.
+const BUCKET_EVENTS: i64 = 4096;
+/// How many bucket counts are remembered at most.
+const MAX_BUCKETS: usize = 100_000;
+
+/// How many delivery rows each endpoint has per bucket of event seqs, for buckets that can no longer
+/// change: every event of the bucket is at or below the endpoint's cursor, so each of its deliveries
+/// has its row already (fan-out writes rows only above the cursor), and retries change a row's status,
+/// never whether it exists. Rows disappear only by the purge, of finished deliveries older than the
+/// retention (days), and with their endpoint, whose seq is never used again.
+#[derive(Debug, Default)]
+pub(crate) struct RowCounts {
+    /// `(endpoint seq, bucket)` → rows.
+    buckets: std::sync::Mutex<std::collections::HashMap<(i64, i64), i64>>,
+}
+
+impl RowCounts {
+    /// The rows of `endpoint_seq` with keys from `from_key` on: whole buckets below the cursor from
+    /// memory (counted once), the rest counted now.
+    fn rows_since(
+        &self,
+        conn: &Connection,
+        endpoint_seq: i64,
+        cursor: i64,
+        from_event: i64,
+    ) -> Result<i64, StoreError> {
+        let mut count =
+            conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE endpoint_seq = ?1 AND seq >= ?2 AND seq < ?3")?;
+        let mut between = |from_event: i64, to_event: i64| -> Result<i64, StoreError> {
+            let range = params![endpoint_seq, delivery_key(from_event, 0), delivery_key(to_event, 0)];
+            Ok(count.query_row(range, |row| row.get(0))?)
+        };
+        let first_whole = from_event.div_euclid(BUCKET_EVENTS) + i64::from(from_event.rem_euclid(BUCKET_EVENTS) != 0);
+        // Whole buckets end at or below the cursor + 1: every event in them is at or below the cursor.
+        let last_whole = (cursor + 1).div_euclid(BUCKET_EVENTS);
+        if first_whole >= last_whole {
+            return between(from_event, i64::MAX >> 20);
+        }
+        let mut total = between(from_event, first_whole * BUCKET_EVENTS)?;
+        for bucket in first_whole..last_whole {
+            let known = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).get(&(endpoint_seq, bucket)).copied();
+            total += match known {
+                Some(rows) => rows,
+                None => {
+                    let rows = between(bucket * BUCKET_EVENTS, (bucket + 1) * BUCKET_EVENTS)?;
+                    let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+                    if buckets.len() >= MAX_BUCKETS {
+                        // Windows move forward: the oldest buckets are the ones no longer asked for.
+                        let oldest = first_whole;
+                        buckets.retain(|(_, b), _| *b >= oldest);
+                        if buckets.len() >= MAX_BUCKETS {
+                            buckets.clear();
+                        }
+                    }
+                    buckets.insert((endpoint_seq, bucket), rows);
+                    rows
+                }
+            };
+        }
+        Ok(total + between(last_whole * BUCKET_EVENTS, i64::MAX >> 20)?)
+    }
+}
+
 /// Counts come from indexes alone: all of an endpoint's rows since the window's start
-/// (`deliveries_by_endpoint`), the failed ones (`failed_deliveries`, whose key holds the endpoint's
-/// seq) and the pending ones (`pending_by_endpoint`); delivered is what is left. Owed deliveries,
-/// which have no row yet, are pending (see `fanout`).
-pub(super) fn endpoint_health(conn: &Connection, tag: &str, since_ms: i64) -> Result<Vec<EndpointHealth>, StoreError> {
-    let from_key = delivery_key(first_event_since(conn, since_ms.div_euclid(1000))?, 0);
+/// (`deliveries_by_endpoint`, through [`RowCounts`]), the failed ones (`failed_deliveries`, whose key
+/// holds the endpoint's seq) and the pending ones (`pending_by_endpoint`); delivered is what is left.
+/// Owed deliveries, which have no row yet, are pending (see `fanout`).
+pub(super) fn endpoint_health(
+    conn: &Connection,
+    tag: &str,
+    since_ms: i64,
+    row_counts: &RowCounts,
+) -> Result<Vec<EndpointHealth>, StoreError> {
+    let from_event = first_event_since(conn, since_ms.div_euclid(1000))?;
+    let from_key = delivery_key(from_event, 0);
     let mut endpoints = conn.prepare_cached("SELECT seq, events, active, cursor FROM endpoints ORDER BY seq DESC")?;
     let subscriptions = endpoints
         .query_map([], |row| {
@@ -170,7 +240,6 @@ pub(super) fn endpoint_health(conn: &Connection, tag: &str, since_ms: i64) -> Re
             Ok((row.get::<_, i64>(0)?, events, row.get::<_, bool>(2)?, row.get::<_, i64>(3)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut all = conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE endpoint_seq = ?1 AND seq >= ?2")?;
     let mut failed = conn.prepare_cached(&format!(
         "SELECT COUNT(*) FROM deliveries WHERE status = 2 AND seq >= ?2 AND (seq & {}) = ?1",
         fanout::MAX_ENDPOINT_SEQ
@@ -182,11 +251,8 @@ pub(super) fn endpoint_health(conn: &Connection, tag: &str, since_ms: i64) -> Re
     )?;
     let mut out = Vec::with_capacity(subscriptions.len());
     for (seq, events, active, cursor) in subscriptions {
-        let count = |statement: &mut rusqlite::CachedStatement<'_>| -> Result<i64, StoreError> {
-            Ok(statement.query_row(params![seq, from_key], |row| row.get(0))?)
-        };
-        let all_rows = count(&mut all)?;
-        let failed_rows = count(&mut failed)?;
+        let all_rows = row_counts.rows_since(conn, seq, cursor, from_event)?;
+        let failed_rows: i64 = failed.query_row(params![seq, from_key], |row| row.get(0))?;
         let (pending_rows, recent_pending_rows): (i64, i64) =
             pending.query_row(params![seq, from_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
         let owed = match estate_crm_domain::webhook::EventFilter::parse(&serde_json::Value::String(events)) {

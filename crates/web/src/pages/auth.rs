@@ -29,10 +29,11 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site: `/x`, never `//other.example` or `/\other.example`.
+/// Only a path on this site: `/x`, never `//other.example` or `/\other.example`, and only visible
+/// ASCII (a header value cannot hold more).
 fn safe_next(next: &str) -> &str {
     let local = next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\");
-    if local { next } else { "/" }
+    if local && next.len() <= 2000 && next.bytes().all(|b| b.is_ascii_graphic()) { next } else { "/" }
 }
 
 fn login_form(csrf: &str, email: &str, next: &str, message: Option<&Flash>) -> Markup {
@@ -221,5 +222,18 @@ pub async fn setup(State(state): State<WebState>, posted: AnonymousForm) -> Resp
             }
             _ => error_page::internal(&err),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_site_and_fits_in_a_header() {
+        assert_eq!(safe_next("/settings/webhooks?x=1"), "/settings/webhooks?x=1");
+        for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "", "/a\r\nSet-Cookie: x", "/é"] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
     }
 }

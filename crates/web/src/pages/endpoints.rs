@@ -81,32 +81,32 @@ pub async fn list(State(state): State<WebState>, AdminVisitor(visitor): AdminVis
             h1 { "Endpoints" }
             form method="get" action="/settings/endpoints/new" { button.primary type="submit" { "Add endpoint" } }
         }
-        @if page.items.is_empty() {
-            p.empty { "No endpoint yet. Add one, or set the destination URL under " a href="/settings/webhooks" { "Webhooks" } "." }
-        } @else {
-            div.table-wrap {
-                table #endpoints {
-                    caption.visually-hidden { "Endpoints, with their deliveries in the last 24 hours" }
-                    thead { tr {
-                        th scope="col" { "URL" } th scope="col" { "State" } th scope="col" { "Events" }
-                        th.num scope="col" { "Delivered (24 h)" } th.num scope="col" { "Pending" } th.num scope="col" { "Failed (24 h)" }
-                    } }
-                    tbody {
-                        @for endpoint in &page.items {
-                            @let counts = health.get(&endpoint.id).cloned().unwrap_or_default();
-                            tr data-endpoint-id=(endpoint.id) {
-                                td.url {
-                                    a href=(format!("/settings/endpoints/{}", endpoint.id)) { (endpoint.url) }
-                                    @if endpoint.is_primary { " " span.badge.primary { "settings" } }
-                                    @if let Some(description) = &endpoint.description { div.sub { (description) } }
-                                }
-                                td { (state_badge(endpoint)) }
-                                td.events { (events_text(&endpoint.events)) }
-                                td.num.delivered { (counts.delivered) }
-                                td.num.pending { (counts.pending) }
-                                td.num.failed { (counts.failed) }
+        div.table-wrap {
+            table #endpoints {
+                caption.visually-hidden { "Endpoints, with their deliveries in the last 24 hours" }
+                thead { tr {
+                    th scope="col" { "URL" } th scope="col" { "State" } th scope="col" { "Events" }
+                    th.num scope="col" { "Delivered (24 h)" } th.num scope="col" { "Pending" } th.num scope="col" { "Failed (24 h)" }
+                } }
+                tbody {
+                    @for endpoint in &page.items {
+                        @let counts = health.get(&endpoint.id).cloned().unwrap_or_default();
+                        tr data-endpoint-id=(endpoint.id) {
+                            td.url {
+                                a href=(format!("/settings/endpoints/{}", endpoint.id)) { (endpoint.url) }
+                                @if endpoint.is_primary { " " span.badge.primary { "settings" } }
+                                @if let Some(description) = &endpoint.description { div.sub { (description) } }
                             }
+                            td { (state_badge(endpoint)) }
+                            td.events { (events_text(&endpoint.events)) }
+                            td.num.delivered { (counts.delivered) }
+                            td.num.pending { (counts.pending) }
+                            td.num.failed { (counts.failed) }
                         }
+                    }
+                    @if page.items.is_empty() {
+                        tr.empty-row { td colspan="6" { "No endpoint yet. Add one, or set the destination URL under "
+                            a href="/settings/webhooks" { "Webhooks" } "." } }
                     }
                 }
             }
