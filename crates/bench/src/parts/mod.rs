@@ -161,6 +161,7 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
             outcome.figures.ui_endpoints_page_ms = Some(pages.endpoints.p50_ms);
             outcome.figures.ui_endpoints_page_p99_ms = Some(pages.endpoints.p99_ms);
             outcome.figures.ui_endpoints_page_cold_ms = Some(pages.endpoints_cold_ms);
+            outcome.figures.ui_endpoints_page_first_ms = Some(pages.endpoints.first_ms);
         }
     }
 
