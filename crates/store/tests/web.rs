@@ -176,3 +176,64 @@ async fn counts_remembered_for_settled_event_ranges_still_follow_status_changes(
     store.create_record(&actor, RecordKind::Contact, json!({"first_name": "New"})).await.unwrap();
     assert_eq!(counts(store.endpoint_health(day_ago).await.unwrap()), (9_999, 2, 0), "a new one is owed");
 }
+
+#[tokio::test]
+async fn the_log_filtered_by_event_pages_newest_first_with_the_other_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let spec = EndpointSpec {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: EventFilter::All,
+        secret: None,
+        active: true,
+        description: None,
+        retry_schedule: None,
+        max_in_flight: MaxInFlight::new(16).unwrap(),
+    };
+    let first = store.create_endpoint(spec.clone()).await.unwrap().id;
+    let second = store.create_endpoint(spec).await.unwrap().id;
+    let actor = Actor { user_id: "usr_test".into(), role: Role::Admin };
+    for name in ["A", "B", "C"] {
+        store.create_record(&actor, RecordKind::Contact, json!({"first_name": name})).await.unwrap();
+        store.create_record(&actor, RecordKind::Deal, json!({"title": name})).await.unwrap();
+    }
+    for endpoint in [&first, &second] {
+        let due = store.due_deliveries(endpoint, 0, i64::MAX, 10).await.unwrap();
+        let outcomes = due
+            .iter()
+            .enumerate()
+            .map(|(n, d)| outcome(d.seq, endpoint, if n == 0 { NextStep::Failed } else { NextStep::Succeeded }))
+            .collect();
+        store.record_outcomes(outcomes).await.unwrap();
+    }
+    let page = |limit, cursor| estate_crm_store::PageRequest { limit, cursor };
+    let filter = |endpoint: Option<&String>, status, event: &str| estate_crm_store::DeliveryFilter {
+        endpoint_id: endpoint.cloned(),
+        status,
+        event: estate_crm_domain::EventName::parse(event),
+    };
+    let ids = |items: &[estate_crm_store::Delivery]| items.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+
+    let all = store.list_deliveries(filter(None, None, "contact.created"), page(100, None)).await.unwrap().items;
+    assert_eq!(all.len(), 6, "three contacts to two endpoints");
+    assert!(all.iter().all(|d| d.event.as_str() == "contact.created"));
+    let keys: Vec<&String> = all.iter().map(|d| &d.id).collect();
+    let one = store.list_deliveries(filter(None, None, "contact.created"), page(4, None)).await.unwrap();
+    let two = store.list_deliveries(filter(None, None, "contact.created"), page(4, one.next_cursor)).await.unwrap();
+    assert_eq!([ids(&one.items), ids(&two.items)].concat().iter().collect::<Vec<_>>(), keys, "newest first, in pages");
+    assert!(two.next_cursor.is_none());
+
+    let mine = store.list_deliveries(filter(Some(&second), None, "contact.created"), page(100, None)).await.unwrap();
+    assert_eq!(mine.items.len(), 3);
+    assert!(mine.items.iter().all(|d| d.endpoint_id.as_ref() == Some(&second)));
+    let failed = store
+        .list_deliveries(
+            filter(Some(&first), Some(estate_crm_store::DeliveryStatus::Failed), "contact.created"),
+            page(100, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.items.len(), 1, "the first endpoint's first contact failed");
+    let none = store.list_deliveries(filter(None, None, "deal.won"), page(100, None)).await.unwrap();
+    assert!(none.items.is_empty());
+}

@@ -266,12 +266,12 @@ impl FromRequest<WebState> for AnonymousForm {
 }
 
 /// The login cookie's secret: the one the browser has, or a new one to set.
-pub fn login_secret(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+pub fn login_secret(headers: &HeaderMap, secure: bool) -> (String, Option<HeaderValue>) {
     match cookie_value(headers, LOGIN_COOKIE).filter(|s| s.len() >= 32) {
         Some(secret) => (secret, None),
         None => {
             let secret = new_secret();
-            let cookie = set_cookie(LOGIN_COOKIE, secret.clone(), 3600, false);
+            let cookie = set_cookie(LOGIN_COOKIE, secret.clone(), 3600, secure);
             (secret, Some(cookie))
         }
     }

@@ -114,6 +114,17 @@ impl Throttle {
         self.accounts.fail(account.trim().to_lowercase(), now);
     }
 
+    /// How long this account must still wait (for checks of a signed-in user's current password,
+    /// where the account is what is guessed at).
+    pub fn account_wait(&self, account: &str, now: Instant) -> Option<Duration> {
+        self.accounts.wait(&account.trim().to_lowercase(), now)
+    }
+
+    /// Counts a wrong current password against the account alone.
+    pub fn account_failed(&self, account: &str, now: Instant) {
+        self.accounts.fail(account.trim().to_lowercase(), now);
+    }
+
     /// Forgets the failures of an account and an address after a successful sign-in.
     pub fn succeeded(&self, address: IpAddr, account: &str) {
         self.addresses.clear(&address);
@@ -161,6 +172,11 @@ mod tests {
         assert_eq!(throttle.wait(AWAY, "bob@example.com", now), None);
         throttle.succeeded(HOME, "ann@example.com");
         assert_eq!(throttle.wait(AWAY, "ann@example.com", now), None);
+        for _ in 0..FREE_FAILURES {
+            throttle.account_failed("carol@example.com", now);
+        }
+        assert!(throttle.account_wait("carol@example.com", now).is_some());
+        assert_eq!(throttle.wait(AWAY, "dave@example.com", now), None, "no address is blamed");
     }
 
     #[test]

@@ -177,7 +177,11 @@ fn the_start_line_names_the_real_port_and_the_data() {
     assert_eq!(status_line(&http_get(address, "/api/v1/contacts", ADMIN_TOKEN)), "HTTP/1.1 200 OK");
     let (status, rest, _) = server.stop("TERM");
     assert!(status.success(), "SIGTERM exits 0, got {status}");
-    assert!(rest.is_empty(), "one line on start, nothing more: {rest:?}");
+    // The start line, then only the one-time setup link while no user has a password.
+    assert!(
+        rest.len() == 1 && rest[0].contains(&format!("http://{address}/setup?code=")),
+        "the start line, the setup link, nothing more: {rest:?}"
+    );
 }
 
 #[test]

@@ -443,3 +443,16 @@ async fn an_agent_lists_only_their_own_records() {
     assert!(browser.get("/account").await.html.contains("import"), "the token is listed by name");
     assert!(!browser.get("/account").await.html.contains(&token), "and never shown again");
 }
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_site_is_served_over_https() {
+    let app = TestApp::spawn_with(&["--site-url", "https://crm.example.com"]).await;
+    make_user(&app, "agent@example.com", "agent").await;
+    let mut browser = Browser::new(&app);
+    let login = browser.get("/login").await;
+    assert!(login.set_cookie("ecrm_login").unwrap().contains("Secure"), "the login form's cookie too");
+    let page = browser.sign_in("agent@example.com", "agent-password").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+    let cookie = page.set_cookie("ecrm_session").expect("a session cookie");
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+}

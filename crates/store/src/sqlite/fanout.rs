@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::StoreError;
 
 /// How many low bits of a delivery key hold the endpoint's seq.
-const ENDPOINT_BITS: u32 = 20;
+pub(super) const ENDPOINT_BITS: u32 = 20;
 /// The highest endpoint seq a key can hold: endpoints are numbered up to this, never reused.
 pub(super) const MAX_ENDPOINT_SEQ: i64 = (1 << ENDPOINT_BITS) - 1;
 

@@ -295,12 +295,7 @@ pub(super) fn list_deliveries(
     let limit = i64::try_from(page.limit).unwrap_or(1000);
     // An id that is not one of ours matches nothing, like any other filter value with no match.
     let endpoint = filter.endpoint_id.as_ref().map(|id| ids::parse(ENDPOINT_PREFIX, tag, id).unwrap_or(-1));
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE d.seq < ?1 AND (?2 IS NULL OR d.endpoint_seq = ?2) AND (?3 IS NULL OR d.status = ?3)
-           AND (?4 IS NULL OR e.name = ?4)
-         ORDER BY d.seq DESC LIMIT ?5"
-    ))?;
+    let mut statement = conn.prepare_cached(&rows_query(filter))?;
     let rows = statement.query_map(
         params![
             before,
@@ -323,6 +318,51 @@ pub(super) fn list_deliveries(
         deliveries.truncate(page.limit + 1);
     }
     paginate(deliveries, page.limit)
+}
+
+/// The delivery log's query for these filters. Only the filters given are written, so that SQLite
+/// can use the partial indexes (`failed_deliveries`, `pending_by_endpoint`) that a condition such as
+/// `(?3 IS NULL OR d.status = ?3)` hides from it; the parameters keep their numbers (an absent one is
+/// bound to NULL and unused). With an event, the events of that name lead (`events_by_name`, newest
+/// first) and each one's deliveries are the key range of its seq (see `fanout::delivery_key`),
+/// so a rare event costs no scan of a million others.
+fn rows_query(filter: &DeliveryFilter) -> String {
+    let bits = fanout::ENDPOINT_BITS;
+    let mut conditions: Vec<String> = Vec::new();
+    let (from, order) = if filter.event.is_some() {
+        // The event's own key range is the only index range on `d` (a unary `+` keeps a condition
+        // off the index): with the cursor as a range bound instead, each event would scan to the end.
+        conditions.extend([
+            "e.name = ?4".to_owned(),
+            format!("e.seq <= (?1 >> {bits})"),
+            format!("d.seq >= (e.seq << {bits})"),
+            format!("d.seq < ((e.seq + 1) << {bits})"),
+            "+d.seq < ?1".to_owned(),
+        ]);
+        if filter.endpoint_id.is_some() {
+            conditions.push(format!("d.seq = ((e.seq << {bits}) | ?2)"));
+        }
+        if filter.status.is_some() {
+            conditions.push("+d.status = ?3".to_owned());
+        }
+        // CROSS JOIN keeps the events first; their order is the deliveries' order.
+        ("events e CROSS JOIN deliveries d", "e.seq DESC, d.seq DESC")
+    } else {
+        conditions.push("d.seq < ?1".to_owned());
+        if filter.endpoint_id.is_some() {
+            conditions.push("d.endpoint_seq = ?2".to_owned());
+        }
+        if filter.status.is_some() {
+            conditions.push("d.status = ?3".to_owned());
+        }
+        ("deliveries d JOIN events e ON e.seq = d.event_seq", "d.seq DESC")
+    };
+    // Every parameter is named once, so that all five bind whichever filters are given.
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM {from} WHERE {} AND (?2 IS NULL OR 1) AND (?3 IS NULL OR 1) AND (?4 IS NULL OR 1)
+         ORDER BY {order} LIMIT ?5",
+        conditions.join(" AND ")
+    )
 }
 
 /// Up to `limit` of an endpoint's owed deliveries with keys below `before`, newest first, as the log

@@ -62,8 +62,12 @@ fn with_login_cookie(cookie: Option<axum::http::HeaderValue>, status: StatusCode
 }
 
 /// `GET /login`.
-pub async fn login_page(headers: HeaderMap, Query(query): Query<LoginQuery>) -> Response {
-    let (secret, cookie) = login_secret(&headers);
+pub async fn login_page(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let (secret, cookie) = login_secret(&headers, state.secure_cookies());
     let next = safe_next(query.next.as_deref().unwrap_or("/"));
     with_login_cookie(cookie, StatusCode::OK, login_form(&csrf_token(&secret), "", next, None))
 }
@@ -184,7 +188,7 @@ pub async fn setup_page(
         Ok(false) => return error_page::not_found(None),
         Err(response) => return response,
     }
-    let (secret, cookie) = login_secret(&headers);
+    let (secret, cookie) = login_secret(&headers, state.secure_cookies());
     with_login_cookie(cookie, StatusCode::OK, setup_form(&csrf_token(&secret), &code, "", "", &FieldErrors::new()))
 }
 

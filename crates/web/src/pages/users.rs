@@ -266,8 +266,7 @@ pub async fn change_password(State(state): State<WebState>, ChangeForm { visitor
         new_token: None,
     };
     let throttle = &state.inner.throttle;
-    let here = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-    if let Some(wait) = throttle.wait(here, &visitor.user.email, std::time::Instant::now()) {
+    if let Some(wait) = throttle.account_wait(&visitor.user.email, std::time::Instant::now()) {
         let errors = FieldErrors::single(
             "current_password",
             format!("too many wrong tries; try again in {} seconds", wait.as_secs().max(1)),
@@ -284,7 +283,7 @@ pub async fn change_password(State(state): State<WebState>, ChangeForm { visitor
         None => false,
     };
     if !matches {
-        throttle.failed(here, &visitor.user.email, std::time::Instant::now());
+        throttle.account_failed(&visitor.user.email, std::time::Instant::now());
         let errors = FieldErrors::single("current_password", "is not your current password");
         return render_account(&state, &visitor, StatusCode::UNPROCESSABLE_ENTITY, refuse(errors)).await;
     }
