@@ -337,6 +337,26 @@ impl Browser {
         .await
     }
 
+    /// Waits until the text of `css` is exactly `expected`, opening the page again now and then:
+    /// for figures the page does not promise to update by itself, or shares for a moment.
+    pub async fn wait_for_text_reloading(&self, css: &str, expected: &str) {
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null";
+        let mut looks = 0;
+        self.eventually(&format!("{css} to read {expected:?}"), || {
+            looks += 1;
+            let reload = looks % 20 == 0;
+            async move {
+                if reload {
+                    self.client.refresh().await.ok()?;
+                }
+                let now = self.client.execute(script, vec![json!(css)]).await.ok()?;
+                (now.as_str()? == expected).then_some(())
+            }
+        })
+        .await;
+        self.check_page().await;
+    }
+
     /// Marks the current document so that [`Browser::assert_not_reloaded`] can tell it is the same.
     pub async fn mark_document(&self) {
         self.script("window.__testMark = 'still here'").await;

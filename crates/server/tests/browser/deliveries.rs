@@ -99,8 +99,7 @@ async fn a_failed_delivery_is_retried_from_its_page() {
 
     browser.button("Retry now").await.click().await.expect("pressing Retry now");
     assert_eq!(receiver.next().await.json()["data"]["last_name"], "Lovelace", "the retry reached the receiver");
-    wait_for_status(&web, "succeeded").await;
-    browser.check_page().await;
+    browser.wait_for_text_reloading("#delivery-status", "succeeded").await;
     assert_eq!(browser.all("#attempts tbody tr").await.len(), attempts + 1, "the retry is one more attempt");
     browser.screenshot("delivery").await;
     let api = web.app.get(&format!("/api/v1/deliveries/{id}")).await;
@@ -120,24 +119,4 @@ async fn delivery_whose_body_has(web: &Web, deliveries: &[Value], text: &str) ->
         }
     }
     panic!("no delivery's body has {text:?}: {deliveries:?}");
-}
-
-/// Waits for `#delivery-status` to read `status`, opening the page again now and then (the
-/// contract does not ask a delivery's page to update itself).
-async fn wait_for_status(web: &Web, status: &str) {
-    let mut looks = 0;
-    web.browser
-        .eventually(&format!("the delivery to be {status}"), || {
-            looks += 1;
-            let reload = looks % 20 == 0;
-            async move {
-                if reload {
-                    web.browser.client().refresh().await.ok()?;
-                }
-                let script = "const e = document.getElementById('delivery-status'); return e ? e.innerText : null";
-                let now = web.browser.client().execute(script, vec![]).await.ok()?;
-                (now.as_str()?.trim() == status).then_some(())
-            }
-        })
-        .await;
 }
