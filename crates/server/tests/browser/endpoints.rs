@@ -80,7 +80,7 @@ fn only_endpoint(list: &Value) -> Value {
 }
 
 #[tokio::test]
-async fn retry_all_failed_sends_an_endpoints_failed_deliveries_again() {
+async fn retry_all_failed_sends_the_failed_deliveries_again_and_delete_removes_the_endpoint() {
     let web = Web::admin().await;
     let mut receiver = Receiver::answering(|_| Reply::status(503).with_body("busy")).await;
     let id = web.app.add_endpoint(json!({ "url": receiver.url("/hook"), "events": "contact.created" })).await;
@@ -102,5 +102,11 @@ async fn retry_all_failed_sends_an_endpoints_failed_deliveries_again() {
     browser.visit(&format!("/settings/endpoints/{id}")).await;
     browser.wait_for_text_reloading("#count-delivered", "2").await;
     assert_eq!(browser.text("#count-failed").await.trim(), "0");
+
+    let delete = browser.find_xpath("//form[contains(@action, '/delete')]//button[normalize-space(.)='Delete']").await;
+    browser.submit(delete, "#endpoints").await;
+    assert!(!browser.has(&row_css(&id)).await, "a deleted endpoint leaves the list");
+    let gone = web.app.get(&format!("/api/v1/webhooks/{id}")).await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
     web.browser.close().await;
 }
