@@ -35,28 +35,41 @@ async fn rows(web: &Web) -> Vec<(String, String, String)> {
 }
 
 #[tokio::test]
-async fn a_contact_created_through_the_api_appears_in_the_live_log() {
+async fn a_contact_created_through_the_api_appears_in_the_live_log_and_its_status_changes_there() {
     let web = Web::admin().await;
-    let mut receiver = Receiver::start().await;
+    let mut receiver = Receiver::answering(|_| Reply::status(500).with_body("not yet")).await;
     web.app.add_endpoint(json!({ "url": receiver.url("/hook"), "events": "contact.created" })).await;
     web.browser.visit("/settings/deliveries").await;
     assert!(rows(&web).await.is_empty(), "no delivery yet");
     web.browser.mark_document().await;
 
     web.app.create("contacts", json!({ "first_name": "Grace", "last_name": "Hopper" })).await;
+    let settled = web.settled().await;
+    let id = settled[0]["id"].as_str().expect("a delivery id").to_owned();
+    let row = live_row(&web, &id, "failed").await;
+    assert!(row.contains("contact.created"), "the row names the event: {row:?}");
+
+    receiver.drain();
+    receiver.answer_with(|_| Reply::status(200).with_body("ok"));
+    let retried = web.app.post(&format!("/api/v1/deliveries/{id}/retry"), json!({})).await;
+    assert_eq!(retried.status, 202, "{}", retried.body);
     receiver.next().await;
-    let delivered = web.settled().await;
-    let id = delivered[0]["id"].as_str().expect("a delivery id").to_owned();
-    let row = web
-        .browser
-        .eventually("the new delivery to show as succeeded", || async {
-            rows(&web).await.into_iter().find(|(row_id, status, _)| *row_id == id && status == "succeeded")
-        })
-        .await;
-    assert!(row.2.contains("contact.created"), "the row names the event: {:?}", row.2);
+    live_row(&web, &id, "succeeded").await;
     web.browser.assert_not_reloaded("the live log").await;
     web.browser.check_page().await;
     web.browser.close().await;
+}
+
+/// Waits for the log to show delivery `id` with `status`, without a reload; answers the row's text.
+async fn live_row(web: &Web, id: &str, status: &str) -> String {
+    let row = web
+        .browser
+        .eventually(&format!("delivery {id} to show as {status}"), || async {
+            rows(web).await.into_iter().find(|(row_id, shown, _)| row_id == id && shown == status)
+        })
+        .await;
+    web.browser.assert_not_reloaded("the live log").await;
+    row.2
 }
 
 #[tokio::test]
