@@ -176,6 +176,22 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Makes an admin user who can sign in to the web app with `password`.
+    pub async fn create_user(&self, email: &str, password: &str) -> Result<()> {
+        let body = json!({ "name": "Bench Admin", "email": email, "role": "admin", "password": password });
+        self.expect(
+            Method::POST,
+            "/api/v1/users",
+            Some(Bytes::from(body.to_string())),
+            StatusCode::CREATED,
+            CALL_TIMEOUT,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 fn id_in(answer: &[u8]) -> Result<String> {
     let answer: Value = serde_json::from_slice(answer).context("the answer is not JSON")?;
     match answer.get("id") {

@@ -5,7 +5,7 @@
 //! within one run against one receiver: the real server's end-to-end deliveries per second
 //! over what a bare hyper client gets from the same receiver. Around it the run measures the
 //! API's create rates, delivery latency, isolation from a dead endpoint, draining a large
-//! backlog, and the server's memory. `docs/PERFORMANCE.md` says how each figure is taken.
+//! backlog, the server's memory, and the web app's pages over a large delivery log. `docs/PERFORMANCE.md` says how each figure is taken.
 //!
 //! Central pieces: [`receiver::Receiver`] (the fast receiver every figure meets),
 //! [`server::Server`] (the real `estate-crm` process, fresh data each time) and one module per
@@ -20,6 +20,7 @@ mod receiver;
 mod report;
 mod server;
 mod stats;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,10 +45,10 @@ struct Args {
     /// profile and uses the one beside its own executable.
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
-    /// Runs only this part (1 to 7; repeat the flag for several), to measure one change quickly.
+    /// Runs only this part (1 to 8; repeat the flag for several), to measure one change quickly.
     /// Parts 3 to 5 start their server with the four endpoints as usual, without part 2's load.
     /// Figures of parts left out are null.
-    #[arg(long = "part", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=7))]
+    #[arg(long = "part", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     parts: Vec<u8>,
 }
 

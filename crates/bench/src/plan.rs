@@ -26,6 +26,13 @@ pub struct Plan {
     /// Part 6: deliveries left pending while the endpoint is down, and the API probe rate.
     pub backlog_deliveries: u64,
     pub probe_rate_per_s: u64,
+    /// Part 8: deliveries in the log when the pages are timed, and the requests per page
+    /// before (warm-up) and while timing.
+    pub ui_deliveries: u64,
+    pub ui_warmup: usize,
+    pub ui_requests: usize,
+    /// Part 8: requests of the endpoints page timed with its shared counts expired.
+    pub ui_cold_requests: usize,
     /// The most rows in one bulk request (the API's own limit).
     pub bulk_batch_rows: u64,
     /// How long the receiver may take to get every expected delivery, in parts 2 to 5.
@@ -52,6 +59,10 @@ impl Plan {
             isolation_contacts: 20_000,
             backlog_deliveries: 1_000_000,
             probe_rate_per_s: 50,
+            ui_deliveries: 1_000_000,
+            ui_warmup: 20,
+            ui_requests: 200,
+            ui_cold_requests: 10,
             bulk_batch_rows: 10_000,
             delivery_deadline: Duration::from_secs(180),
             drain_deadline: Duration::from_secs(300),
@@ -70,6 +81,10 @@ impl Plan {
             latency_window: Duration::from_secs(1),
             isolation_contacts: 1_000,
             backlog_deliveries: 20_000,
+            ui_deliveries: 4_000,
+            ui_warmup: 3,
+            ui_requests: 20,
+            ui_cold_requests: 2,
             delivery_deadline: Duration::from_secs(15),
             drain_deadline: Duration::from_secs(15),
             backlog_create_deadline: Duration::from_secs(15),

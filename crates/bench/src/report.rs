@@ -22,6 +22,12 @@ pub struct Figures {
     pub backlog_peak_rss_mb: Option<f64>,
     pub backlog_api_p99_ms: Option<f64>,
     pub server_peak_rss_mb: Option<f64>,
+    pub ui_deliveries_page_ms: Option<f64>,
+    pub ui_deliveries_page_p99_ms: Option<f64>,
+    pub ui_endpoints_page_ms: Option<f64>,
+    pub ui_endpoints_page_p99_ms: Option<f64>,
+    pub ui_endpoints_page_cold_ms: Option<f64>,
+    pub ui_endpoints_page_first_ms: Option<f64>,
 }
 
 /// How a figure is written: it decides the decimals in the table and in the JSON.
@@ -135,6 +141,12 @@ impl Figures {
             row("backlog_peak_rss_mb", self.backlog_peak_rss_mb, Mebibytes, Some(Bound::AtMost(150.0))),
             row("backlog_api_p99_ms", self.backlog_api_p99_ms, Millis, None),
             row("server_peak_rss_mb", self.server_peak_rss_mb, Mebibytes, None),
+            row("ui_deliveries_page_ms", self.ui_deliveries_page_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_deliveries_page_p99_ms", self.ui_deliveries_page_p99_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_endpoints_page_ms", self.ui_endpoints_page_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_endpoints_page_p99_ms", self.ui_endpoints_page_p99_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_endpoints_page_cold_ms", self.ui_endpoints_page_cold_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_endpoints_page_first_ms", self.ui_endpoints_page_first_ms, Millis, Some(Bound::AtMost(50.0))),
         ]
     }
 
@@ -219,6 +231,12 @@ mod tests {
             backlog_peak_rss_mb: Some(120.0),
             backlog_api_p99_ms: Some(20.0),
             server_peak_rss_mb: Some(130.0),
+            ui_deliveries_page_ms: Some(4.0),
+            ui_deliveries_page_p99_ms: Some(9.0),
+            ui_endpoints_page_ms: Some(3.0),
+            ui_endpoints_page_p99_ms: Some(8.0),
+            ui_endpoints_page_cold_ms: Some(12.0),
+            ui_endpoints_page_first_ms: Some(30.0),
         }
     }
 
@@ -253,6 +271,12 @@ mod tests {
                 "backlog_peak_rss_mb",
                 "backlog_api_p99_ms",
                 "server_peak_rss_mb",
+                "ui_deliveries_page_ms",
+                "ui_deliveries_page_p99_ms",
+                "ui_endpoints_page_ms",
+                "ui_endpoints_page_p99_ms",
+                "ui_endpoints_page_cold_ms",
+                "ui_endpoints_page_first_ms",
                 "quick",
                 "git_rev",
                 "targets_met",
@@ -266,7 +290,7 @@ mod tests {
     #[test]
     fn the_table_has_one_line_per_figure() {
         let table = Figures::default().table();
-        assert_eq!(table.lines().count(), 13);
+        assert_eq!(table.lines().count(), 19);
         assert!(table.contains("ratio_to_limit"));
         assert!(table.lines().nth(3).unwrap().contains("unknown"));
     }

@@ -101,7 +101,7 @@ async fn drain(plan: &Plan, server: &Server, notes: &Notes) -> Result<(f64, f64)
 
 /// Creates `contacts` contacts in bulk, building each body only when it is sent so that a
 /// million rows never sit in memory at once; answers how long it took.
-async fn queue_backlog(plan: &Plan, api: &Api, contacts: u64) -> Result<Duration> {
+pub(super) async fn queue_backlog(plan: &Plan, api: &Api, contacts: u64) -> Result<Duration> {
     let first = reserve_contacts(contacts);
     let started = Instant::now();
     let deadline = started + plan.backlog_create_deadline;

@@ -1,8 +1,9 @@
-//! The seven parts of a run, in the order, and what they share.
+//! The eight parts of a run, in the issues' order, and what they share.
 //!
 //! Parts 2 to 5 run against one server, started once with four endpoints on the receiver, as a
 //! user's server would be: every create in them queues four deliveries. Part 6 starts a server
-//! of its own, so that its million rows weigh on no other figure. A part that fails is reported
+//! of its own, so that its million rows weigh on no other figure, and so does part 8 (the web app's
+//! pages over a million deliveries), which runs before part 7 so that its server's memory counts. A part that fails is reported
 //! and the run goes on with the next one that can still run.
 
 mod api_rates;
@@ -11,6 +12,7 @@ mod isolation;
 mod latency;
 mod paced;
 mod raw_limit;
+mod ui_pages;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -80,12 +82,12 @@ impl Notes {
 
 /// Which parts a run measures: all of them unless some were named with `--part`.
 #[derive(Debug, Clone, Copy)]
-pub struct Selection(u8);
+pub struct Selection(u16);
 
 impl Selection {
     pub fn new(parts: &[u8]) -> Self {
         if parts.is_empty() {
-            Selection(u8::MAX)
+            Selection(u16::MAX)
         } else {
             Selection(parts.iter().fold(0, |bits, part| bits | 1 << part))
         }
@@ -108,7 +110,7 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
     let receiver = Receiver::start(loopback(0)).await?;
 
     if selection.has(1) {
-        progress(&format!("1/7 raw limit: a bare client, {} connections, {:?}", plan.raw_connections, plan.raw_window));
+        progress(&format!("1/8 raw limit: a bare client, {} connections, {:?}", plan.raw_connections, plan.raw_window));
         let raw = raw_limit::measure(plan, &receiver).await;
         outcome.figures.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
     }
@@ -136,7 +138,7 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(6) {
         progress(&format!(
-            "6/7 backlog: {} deliveries pending to a down endpoint, then up",
+            "6/8 backlog: {} deliveries pending to a down endpoint, then up",
             grouped(plan.backlog_deliveries)
         ));
         let backlog = backlog::measure(plan, &binary, &notes, &mut peaks).await;
@@ -144,6 +146,22 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
             outcome.figures.backlog_drain_per_s = Some(backlog.drain_per_s);
             outcome.figures.backlog_peak_rss_mb = Some(backlog.peak_rss_mb);
             outcome.figures.backlog_api_p99_ms = Some(backlog.api_p99_ms);
+        }
+    }
+
+    if selection.has(8) {
+        progress(&format!(
+            "8/8 web pages: the delivery log and the endpoints page over {} deliveries",
+            grouped(plan.ui_deliveries)
+        ));
+        let pages = ui_pages::measure(plan, &binary, &receiver, &mut peaks).await;
+        if let Some(pages) = outcome.keep("8 (web pages)", pages) {
+            outcome.figures.ui_deliveries_page_ms = Some(pages.deliveries.p50_ms);
+            outcome.figures.ui_deliveries_page_p99_ms = Some(pages.deliveries.p99_ms);
+            outcome.figures.ui_endpoints_page_ms = Some(pages.endpoints.p50_ms);
+            outcome.figures.ui_endpoints_page_p99_ms = Some(pages.endpoints.p99_ms);
+            outcome.figures.ui_endpoints_page_cold_ms = Some(pages.endpoints_cold_ms);
+            outcome.figures.ui_endpoints_page_first_ms = Some(pages.endpoints.first_ms);
         }
     }
 
@@ -168,7 +186,7 @@ async fn run_session_parts(
 ) {
     if selection.has(2) {
         progress(&format!(
-            "2/7 deliveries: {} contacts x {} endpoints",
+            "2/8 deliveries: {} contacts x {} endpoints",
             grouped(plan.throughput_contacts),
             HEALTHY.len()
         ));
@@ -181,7 +199,7 @@ async fn run_session_parts(
 
     if selection.has(3) {
         progress(&format!(
-            "3/7 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
+            "3/8 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
             plan.single_concurrency,
             plan.single_window,
             grouped(plan.bulk_rows)
@@ -193,7 +211,7 @@ async fn run_session_parts(
     }
 
     if selection.has(4) {
-        progress(&format!("4/7 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
+        progress(&format!("4/8 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
         if let Some(latency) = outcome.keep("4 (latency)", latency::measure(plan, session, notes).await) {
             outcome.figures.latency_p50_ms = Some(latency.p50_ms);
             outcome.figures.latency_p99_ms = Some(latency.p99_ms);
@@ -202,7 +220,7 @@ async fn run_session_parts(
 
     if selection.has(5) {
         progress(&format!(
-            "5/7 isolation: {} contacts without, then with, an endpoint that never answers",
+            "5/8 isolation: {} contacts without, then with, an endpoint that never answers",
             grouped(plan.isolation_contacts)
         ));
         let isolation = isolation::measure(plan, session, notes).await;

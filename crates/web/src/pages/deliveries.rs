@@ -54,7 +54,7 @@ pub fn delivery_rows(items: &[Delivery], urls: &HashMap<String, String>) -> Mark
                     @else { "—" }
                 }
                 td { (when(delivery.updated_at)) }
-                td { a href=(href) aria-label=(format!("Delivery {}", delivery.id)) { "Open" } }
+                td { a href=(href) aria-label=(format!("Open delivery {}", delivery.id)) { "Open" } }
             }
         }
         @if items.is_empty() {
