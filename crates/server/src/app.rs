@@ -113,6 +113,7 @@ impl Application {
             println!("first-run setup (works once, until the first administrator is made): {link}");
         }
         let _ = std::io::stdout().flush();
+        self.web.warm_up();
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.child_token()));
         let hubspot = tokio::spawn(self.hubspot.run(shutdown.child_token()));
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 
 use super::deliveries::deliveries_table;
 use super::webhooks::{
-    EndpointValues, TestOutcome, active_field, format_field, format_label, generated_secret, new_secret_panel,
+    EndpointValues, TestOutcome, active_field, format_field, format_short_label, generated_secret, new_secret_panel,
     posted_grace, rotate_section, run_test, secret_field, test_outcome, test_result, wants_fragment,
 };
 use super::{Flash, Health, Input, Section, Tab, csrf_field, error_page, event_checkboxes, flash, now_ms, shell};
@@ -99,7 +99,7 @@ pub async fn list(State(state): State<WebState>, AdminVisitor(visitor): AdminVis
                             }
                             td { (state_badge(endpoint)) }
                             td.events { (events_text(&endpoint.events)) }
-                            td.format { (format_label(endpoint.format)) }
+                            td.format { (format_short_label(endpoint.format)) }
                             td.num.delivered { (counts.delivered) }
                             td.num.pending { (counts.pending) }
                             td.num.failed { (counts.failed) }

@@ -3,7 +3,7 @@
 mod auth;
 mod dashboard;
 mod deliveries;
-mod endpoints;
+pub(crate) mod endpoints;
 pub mod error_page;
 mod hubspot;
 mod records;

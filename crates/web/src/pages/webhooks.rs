@@ -161,6 +161,14 @@ pub fn format_label(format: BodyFormat) -> &'static str {
     }
 }
 
+/// The same, short enough for a table column.
+pub fn format_short_label(format: BodyFormat) -> &'static str {
+    match format {
+        BodyFormat::Json => "JSON",
+        BodyFormat::Slack => "Slack message",
+    }
+}
+
 /// The **Format** select; the value goes to the API's parser like any other field.
 pub fn format_field(values: &EndpointValues, errors: &FieldErrors) -> Markup {
     let error = errors.fields().get("format");
