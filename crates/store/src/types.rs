@@ -37,6 +37,10 @@ impl Role {
     }
 }
 
+/// The email of the built-in administrator, the user made at the first start to own the server's
+/// start-up API token. It has no password until an admin gives it one.
+pub const BUILT_IN_ADMIN_EMAIL: &str = "admin@localhost";
+
 /// A user of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -587,3 +587,41 @@ async fn the_endpoint_form_saves_its_format_through_the_apis_parser() {
     assert_eq!(browser.post(created.location(), &back).await.status, StatusCode::OK);
     assert_eq!(app.get(&format!("/api/v1/webhooks/{id}")).await.body["format"], "json");
 }
+
+#[tokio::test]
+async fn deleting_an_endpoint_without_ticking_that_its_deliveries_go_too_deletes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let id = app.add_endpoint(json!({"url": receiver.url("/hook"), "events": "*"})).await;
+    app.create("contacts", json!({"first_name": "Kept"})).await;
+    receiver.next().await;
+    let mut browser = admin(&app).await;
+    let path = format!("/settings/endpoints/{id}");
+    let page = browser.get(&path).await;
+    assert!(page.html.contains("<label for=\"f-remove_deliveries\">"), "{}", page.html);
+    let csrf = page.csrf();
+
+    let refused = browser.post(&format!("{path}/delete"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.html);
+    assert!(refused.html.contains("id=\"f-remove_deliveries-error\""), "{}", refused.html);
+    assert!(refused.html.contains("Not deleted"), "{}", refused.html);
+    assert_eq!(app.get(&format!("/api/v1/webhooks/{id}")).await.status, 200, "the endpoint stays");
+    let log = app.get(&format!("/api/v1/deliveries?endpoint_id={id}")).await.body;
+    assert_eq!(log["items"].as_array().map(Vec::len), Some(1), "its delivery stays: {log}");
+
+    let deleted = browser.post(&format!("{path}/delete"), &[("csrf_token", &csrf), ("remove_deliveries", "on")]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.html);
+    assert_eq!(deleted.location(), "/settings/endpoints");
+    assert_eq!(app.get(&format!("/api/v1/webhooks/{id}")).await.status, 404, "confirmed, it is gone");
+}
+
+#[tokio::test]
+async fn the_users_list_says_what_the_built_in_administrator_is() {
+    let app = TestApp::spawn().await;
+    let mut browser = admin(&app).await;
+    let page = browser.get("/settings/users").await;
+    let row_start = page.html.find("admin@localhost").expect("the built-in administrator is listed");
+    let row = &page.html[row_start..];
+    let row = &row[..row.find("</tr>").expect("its row ends")];
+    assert!(row.contains("owns the server's start-up API token"), "{row}");
+}

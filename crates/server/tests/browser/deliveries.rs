@@ -114,6 +114,8 @@ async fn a_failed_delivery_is_retried_from_its_page() {
     assert_eq!(receiver.next().await.json()["data"]["last_name"], "Lovelace", "the retry reached the receiver");
     browser.wait_for_text_reloading("#delivery-status", "succeeded").await;
     assert_eq!(browser.all("#attempts tbody tr").await.len(), attempts + 1, "the retry is one more attempt");
+    let said = browser.text(".flash.ok").await;
+    assert!(said.contains("Retry requested at"), "the message says when, not what became of it: {said}");
     browser.screenshot("delivery").await;
     let api = web.app.get(&format!("/api/v1/deliveries/{id}")).await;
     assert_eq!(api.body["status"], "succeeded", "{}", api.body);

@@ -103,6 +103,8 @@ async fn retry_all_failed_sends_the_failed_deliveries_again_and_delete_removes_t
     browser.wait_for_text_reloading("#count-delivered", "2").await;
     assert_eq!(browser.text("#count-failed").await.trim(), "0");
 
+    // Deleting also empties the endpoint's part of the log, so the form asks for that to be ticked.
+    browser.set_checked("remove_deliveries", true).await;
     let delete = browser.find_xpath("//form[contains(@action, '/delete')]//button[normalize-space(.)='Delete']").await;
     browser.submit(delete, "#endpoints").await;
     assert!(!browser.has(&row_css(&id)).await, "a deleted endpoint leaves the list");

@@ -5,11 +5,10 @@ use estate_crm_domain::FieldErrors;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::writer::WriteCtx;
-use crate::{NewUser, Role, StoreError, TokenInfo, User, ids};
+use crate::{BUILT_IN_ADMIN_EMAIL, NewUser, Role, StoreError, TokenInfo, User, ids};
 
 pub(super) const USER_PREFIX: &str = "usr";
 pub(super) const TOKEN_PREFIX: &str = "tok";
-const ADMIN_EMAIL: &str = "admin@localhost";
 const ADMIN_TOKEN_NAME: &str = "admin (from the server's start)";
 
 pub(super) fn user_from_row(row: &rusqlite::Row<'_>, tag: &str) -> rusqlite::Result<User> {
@@ -36,13 +35,13 @@ pub(super) fn find_token(conn: &Connection, tag: &str, hash: &str) -> Result<Opt
 pub(super) fn set_admin_token(ctx: &mut WriteCtx<'_>, hash: &str, only_if_missing: bool) -> Result<bool, StoreError> {
     let now = Utc::now().timestamp_millis();
     let admin: Option<i64> =
-        ctx.tx.query_row("SELECT seq FROM users WHERE email = ?1", [ADMIN_EMAIL], |row| row.get(0)).optional()?;
+        ctx.tx.query_row("SELECT seq FROM users WHERE email = ?1", [BUILT_IN_ADMIN_EMAIL], |row| row.get(0)).optional()?;
     let admin = match admin {
         Some(seq) => seq,
         None => {
             ctx.tx.execute(
                 "INSERT INTO users (name, email, role, created_at) VALUES ('Administrator', ?1, 'admin', ?2)",
-                params![ADMIN_EMAIL, now],
+                params![BUILT_IN_ADMIN_EMAIL, now],
             )?;
             ctx.tx.last_insert_rowid()
         }

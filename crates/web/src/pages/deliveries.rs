@@ -9,7 +9,9 @@ use estate_crm_domain::EventName;
 use estate_crm_store::{Delivery, DeliveryFilter, DeliveryStatus, PageRequest};
 use maud::{Markup, html};
 
-use super::{Flash, Section, Tab, csrf_field, error_page, flash, now_ms, shell, status_badge, when};
+use super::{
+    Flash, Section, Tab, csrf_field, duration_text, error_page, flash, now_ms, shell, status_badge, time_text, when,
+};
 use crate::WebState;
 use crate::session::{AdminForm, AdminVisitor};
 
@@ -179,9 +181,11 @@ pub async fn log(
     shell("Deliveries", Some(&visitor), Section::Settings(Tab::Deliveries), body).into_response()
 }
 
-/// `?retried=1` after **Retry now**.
+/// `?retried=<Unix ms>` after **Retry now**.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct DeliveryQuery {
+    /// When the retry was asked for. The flash states that moment only, so it stays true while the
+    /// status above it refreshes live (the retry may already have succeeded or failed).
     retried: Option<String>,
     /// `facts` or `attempts`: that part alone, for the script.
     partial: Option<String>,
@@ -232,7 +236,7 @@ pub async fn page(
         ));
         headers.push(("webhook-signature", "v1,… (Standard Webhooks), made at each attempt".into()));
     }
-    let message = query.retried.is_some().then(|| Flash::Ok("It will be sent again now.".into()));
+    let message = query.retried.as_deref().map(retry_requested);
     let body = html! {
         p.crumbs { a href="/settings/deliveries" { "Deliveries" } " / " }
         h1 { "Delivery " span.mono { (delivery.id) } }
@@ -256,6 +260,15 @@ pub async fn page(
     };
     shell(&format!("Delivery {}", delivery.id), Some(&visitor), Section::Settings(Tab::Deliveries), body)
         .into_response()
+}
+
+/// The flash after **Retry now**: when it was asked for, never what became of it (the live status
+/// says that).
+fn retry_requested(at: &str) -> Flash {
+    match at.parse::<i64>() {
+        Ok(ms) => Flash::Ok(format!("Retry requested at {}.", time_text(ms))),
+        Err(_) => Flash::Ok("Retry requested.".into()),
+    }
 }
 
 /// A delivery's status and facts (refreshed live).
@@ -293,7 +306,7 @@ fn attempts(attempts: &[estate_crm_store::Attempt]) -> Markup {
                             td.num { (attempt.number) }
                             td { (when(attempt.started_at)) }
                             td.num { @if let Some(code) = attempt.status_code { (code) } @else { "—" } }
-                            td.num { (attempt.duration_ms) " ms" }
+                            td.num { (duration_text(attempt.duration_ms)) }
                             td {
                                 @if let Some(error) = &attempt.error { p.error-text { (error) } }
                                 @if !attempt.response.is_empty() { pre.answer { (String::from_utf8_lossy(&attempt.response)) } }
@@ -314,7 +327,7 @@ pub async fn retry(
     AdminForm { visitor, .. }: AdminForm,
 ) -> Response {
     match state.store().retry_delivery(&id, now_ms()).await {
-        Ok(_) => Redirect::to(&format!("/settings/deliveries/{id}?retried=1")).into_response(),
+        Ok(_) => Redirect::to(&format!("/settings/deliveries/{id}?retried={}", now_ms())).into_response(),
         Err(err) => error_page::store(&visitor, &err),
     }
 }

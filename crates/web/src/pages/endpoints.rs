@@ -16,7 +16,9 @@ use super::webhooks::{
     EndpointValues, TestOutcome, active_field, format_field, format_short_label, generated_secret, new_secret_panel,
     posted_grace, rotate_section, run_test, secret_field, test_outcome, test_result, wants_fragment,
 };
-use super::{Flash, Health, Input, Section, Tab, csrf_field, error_page, event_checkboxes, flash, now_ms, shell};
+use super::{
+    Flash, Health, Input, Section, Tab, csrf_field, error_page, event_checkboxes, field_error, flash, now_ms, shell,
+};
 use crate::WebState;
 use crate::session::{AdminForm, AdminVisitor, Visitor};
 
@@ -246,6 +248,7 @@ async fn endpoint_page(state: &WebState, visitor: &Visitor, id: &str, view: View
         form.danger method="post" action=(format!("{base}/delete")) {
             (csrf_field(visitor))
             p { "Deleting an endpoint removes its deliveries from the log; nothing more is sent to it." }
+            (remove_deliveries_field(&view.errors))
             button.danger type="submit" { "Delete" }
         }
     };
@@ -346,12 +349,40 @@ pub async fn retry_failed(
     endpoint_page(&state, &visitor, &id, View { message: Some(Flash::Ok(message)), ..Default::default() }).await
 }
 
-/// `POST /settings/endpoints/{id}/delete`.
+/// The delete form's field that must be ticked: deleting an endpoint also empties its part of the
+/// delivery log, so the form says so and asks for it, with or without JavaScript.
+const REMOVE_DELIVERIES: &str = "remove_deliveries";
+
+/// The **Also remove its deliveries from the log** checkbox, required, with its error if any.
+fn remove_deliveries_field(errors: &FieldErrors) -> Markup {
+    let id = format!("f-{REMOVE_DELIVERIES}");
+    let error = errors.fields().get(REMOVE_DELIVERIES);
+    let error_id = format!("{id}-error");
+    html! {
+        div.check {
+            input type="checkbox" id=(id) name=(REMOVE_DELIVERIES) value="on" required
+                aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())];
+            label for=(id) { "Also remove its deliveries from the log" }
+        }
+        (field_error(REMOVE_DELIVERIES, errors))
+    }
+}
+
+/// `POST /settings/endpoints/{id}/delete`: deletes only when the form confirms the deliveries go
+/// too; otherwise the page comes back with the box marked and nothing is deleted.
 pub async fn delete(
     State(state): State<WebState>,
     Path(id): Path<String>,
-    AdminForm { visitor, .. }: AdminForm,
+    AdminForm { visitor, form }: AdminForm,
 ) -> Response {
+    if !form.has(REMOVE_DELIVERIES) {
+        let view = View {
+            errors: FieldErrors::single(REMOVE_DELIVERIES, "Tick this box to delete the endpoint with its deliveries."),
+            message: Some(Flash::Error("Not deleted: confirm that its deliveries leave the log too.".into())),
+            ..Default::default()
+        };
+        return endpoint_page(&state, &visitor, &id, view).await;
+    }
     match state.store().delete_endpoint(&id).await {
         Ok(()) => Redirect::to("/settings/endpoints").into_response(),
         Err(err) => error_page::store(&visitor, &err),

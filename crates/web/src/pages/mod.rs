@@ -308,8 +308,19 @@ pub fn status_badge(status: DeliveryStatus) -> Markup {
 pub fn when(ms: i64) -> Markup {
     let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     html! {
-        time datetime=(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) { (at.format("%Y-%m-%d %H:%M:%S UTC")) }
+        time datetime=(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) { (time_text(ms)) }
     }
+}
+
+/// A moment as the pages write it, for plain text such as a flash message.
+pub fn time_text(ms: i64) -> String {
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A measured duration in whole milliseconds; 0 means it took less than one, and says so.
+pub fn duration_text(ms: u64) -> String {
+    if ms == 0 { "<1 ms".to_owned() } else { format!("{ms} ms") }
 }
 
 /// The current time, Unix ms.
@@ -319,3 +330,15 @@ pub fn now_ms() -> i64 {
 
 /// The JSON object a form becomes before the shared validation reads it.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+
+    #[test]
+    fn a_duration_under_a_millisecond_is_not_called_zero() {
+        assert_eq!(duration_text(0), "<1 ms");
+        assert_eq!(duration_text(1), "1 ms");
+        assert_eq!(duration_text(1500), "1500 ms");
+    }
+}

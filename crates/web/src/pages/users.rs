@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use estate_crm_domain::FieldErrors;
 use estate_crm_store::credentials::{self, check_password, hash_token, new_token, verify_password};
-use estate_crm_store::{ErrorKind, StoreError, User};
+use estate_crm_store::{BUILT_IN_ADMIN_EMAIL, ErrorKind, StoreError, User};
 use maud::{Markup, html};
 use serde_json::json;
 
@@ -50,7 +50,13 @@ fn users_page(visitor: &Visitor, users: &[User], view: UsersView) -> Markup {
                     @for user in users {
                         tr data-user-id=(user.id) {
                             td { (user.name) }
-                            td { (user.email) }
+                            td {
+                                (user.email)
+                                @if user.email == BUILT_IN_ADMIN_EMAIL {
+                                    br;
+                                    span.sub { "Built in: owns the server's start-up API token. It signs in only once given a password here." }
+                                }
+                            }
                             td { span class=(format!("badge role-{}", user.role.as_str())) { (user.role.as_str()) } }
                             td {
                                 details {

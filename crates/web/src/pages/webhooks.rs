@@ -15,7 +15,7 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::{
-    Flash, Input, JsonObject, Section, Tab, csrf_field, error_page, event_checkboxes, field_error, flash, now_ms,
+    Flash, Input, JsonObject, Section, Tab, csrf_field, duration_text, error_page, event_checkboxes, field_error, flash, now_ms,
     shell, when,
 };
 use crate::WebState;
@@ -298,9 +298,9 @@ pub fn test_outcome(outcome: &TestOutcome) -> Markup {
                 div class=(if result.ok { "outcome ok" } else { "outcome failed" }) {
                     p {
                         @if let Some(code) = result.status_code {
-                            "Answered " strong.code { (code) } " in " (result.duration_ms) " ms."
+                            "Answered " strong.code { (code) } " in " (duration_text(result.duration_ms)) "."
                         } @else {
-                            "No answer after " (result.duration_ms) " ms."
+                            "No answer after " (duration_text(result.duration_ms)) "."
                         }
                         " "
                         a href=(format!("/settings/deliveries/{}", result.delivery_id)) { "See it in the log" }
