@@ -34,8 +34,10 @@ pub(super) fn find_token(conn: &Connection, tag: &str, hash: &str) -> Result<Opt
 /// gives another one with `--admin-token`.
 pub(super) fn set_admin_token(ctx: &mut WriteCtx<'_>, hash: &str, only_if_missing: bool) -> Result<bool, StoreError> {
     let now = Utc::now().timestamp_millis();
-    let admin: Option<i64> =
-        ctx.tx.query_row("SELECT seq FROM users WHERE email = ?1", [BUILT_IN_ADMIN_EMAIL], |row| row.get(0)).optional()?;
+    let admin: Option<i64> = ctx
+        .tx
+        .query_row("SELECT seq FROM users WHERE email = ?1", [BUILT_IN_ADMIN_EMAIL], |row| row.get(0))
+        .optional()?;
     let admin = match admin {
         Some(seq) => seq,
         None => {

@@ -15,8 +15,8 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::{
-    Flash, Input, JsonObject, Section, Tab, csrf_field, duration_text, error_page, event_checkboxes, field_error, flash, now_ms,
-    shell, when,
+    Flash, Input, JsonObject, Section, Tab, csrf_field, duration_text, error_page, event_checkboxes, field_error,
+    flash, now_ms, shell, when,
 };
 use crate::WebState;
 use crate::form::FormFields;
