@@ -78,3 +78,15 @@ impl From<rusqlite::Error> for StoreError {
         StoreError::internal("database error", err)
     }
 }
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        StoreError::internal("database error", err)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        StoreError::internal("reaching the database", err)
+    }
+}

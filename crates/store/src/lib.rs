@@ -17,6 +17,8 @@ pub mod credentials;
 mod error;
 mod hubspot;
 mod ids;
+mod postgres;
+mod prepare;
 mod sqlite;
 mod types;
 

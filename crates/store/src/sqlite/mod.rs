@@ -59,7 +59,7 @@ struct Inner {
     feed: Arc<ChangeFeed>,
     imports: ImportGauge,
     bulk_slots: tokio::sync::Semaphore,
-    preparer: records::Preparer,
+    preparer: crate::prepare::Preparer,
     /// Delivery rows per endpoint in event ranges that can no longer change (the 24-hour counts).
     row_counts: Arc<web::RowCounts>,
     /// Held for the store's life: one server per data directory.
@@ -84,7 +84,7 @@ impl SqliteStore {
             [],
             |row| row.get(0),
         )?;
-        let preparer = records::Preparer {
+        let preparer = crate::prepare::Preparer {
             tag: tag.clone(),
             site_url: config.site_url.clone(),
             last_seq: Arc::new(AtomicI64::new(last_seq)),

@@ -1,20 +1,17 @@
 //! Records and their events, inside the writer's transaction, and the record and event reads.
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use estate_crm_domain::{EventName, FieldErrors, PendingEvent, Record, RecordKind, Timestamp, change, payload};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::webhooks::wake_subscribers;
 use super::writer::WriteCtx;
+use crate::prepare::{
+    Failure, PreparedRecord, PreparedRows, RowColumns, RowFailures, commit_time, fields_json, split_id, timestamp,
+};
+pub(super) use crate::prepare::{paginate, parse_cursor};
 use crate::{Actor, BulkOp, EventFilterQuery, Page, PageRequest, StoreError, StoredEvent, ids};
-
-/// The time a change is stamped with: now, to the second (the precision of the API and payloads).
-fn commit_time() -> Timestamp {
-    let now = Utc::now();
-    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
-}
 
 pub(super) fn create(
     ctx: &mut WriteCtx<'_>,
@@ -107,75 +104,6 @@ pub(super) fn bulk(
     Ok(ids)
 }
 
-/// Why one row failed: kept apart from `StoreError` so that bulk can name the row.
-enum Failure {
-    NotFound,
-    Invalid(FieldErrors),
-    Conflict(FieldErrors),
-    Internal(StoreError),
-}
-
-impl Failure {
-    fn into_store_error(self) -> StoreError {
-        match self {
-            Failure::NotFound => StoreError::not_found("no such record"),
-            Failure::Invalid(errors) => StoreError::invalid(errors),
-            Failure::Conflict(errors) => StoreError::conflict(errors),
-            Failure::Internal(err) => err,
-        }
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(err: StoreError) -> Self {
-        Failure::Internal(err)
-    }
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(err: rusqlite::Error) -> Self {
-        Failure::Internal(err.into())
-    }
-}
-
-#[derive(Default)]
-struct RowFailures {
-    invalid: FieldErrors,
-    conflict: FieldErrors,
-    internal: Option<StoreError>,
-}
-
-impl RowFailures {
-    fn add(&mut self, prefix: &str, failure: Failure) {
-        match failure {
-            Failure::NotFound => self.invalid.add(format!("{prefix}.id"), "no such record"),
-            Failure::Invalid(errors) => self.invalid.absorb(prefix, errors),
-            Failure::Conflict(errors) => self.conflict.absorb(prefix, errors),
-            Failure::Internal(err) => self.internal = self.internal.take().or(Some(err)),
-        }
-    }
-
-    /// A database failure wins; then invalid rows (422); then conflicts (409).
-    fn into_result(self) -> Result<(), StoreError> {
-        if let Some(err) = self.internal {
-            return Err(err);
-        }
-        if !self.invalid.is_empty() {
-            return Err(StoreError::invalid(self.invalid));
-        }
-        if !self.conflict.is_empty() {
-            return Err(StoreError::conflict(self.conflict));
-        }
-        Ok(())
-    }
-}
-
-fn split_id(row: &Value) -> Option<(String, Value)> {
-    let mut object = row.as_object()?.clone();
-    let id = object.shift_remove("id")?.as_str()?.to_owned();
-    Some((id, Value::Object(object)))
-}
-
 fn create_one(
     ctx: &mut WriteCtx<'_>,
     actor: &Actor,
@@ -194,96 +122,6 @@ fn create_one(
     insert_record(ctx, seq, &record, &RowColumns::of(&record))?;
     events.extend(change::events_on_create(&record));
     Ok((record, events))
-}
-
-/// A new record validated, numbered and encoded before it reaches the writer, so that the one
-/// writer thread spends its time on inserts alone. (Enquiries are made in the writer: they depend on
-/// which contact has their email.)
-pub(crate) struct PreparedRecord {
-    seq: i64,
-    /// The record; in bulk, without its field values (only its id is answered), which keeps a
-    /// 10,000-row request's memory to what the writer needs.
-    record: Record,
-    columns: RowColumns,
-    references: Vec<(&'static str, RecordKind, String)>,
-    events: Vec<(EventName, Vec<u8>)>,
-    now: Timestamp,
-}
-
-/// What the records table stores of a record beside its common columns.
-struct RowColumns {
-    assigned_agent_id: Option<String>,
-    email_key: Option<String>,
-    fields_json: String,
-}
-
-impl RowColumns {
-    fn of(record: &Record) -> RowColumns {
-        RowColumns {
-            assigned_agent_id: record.assigned_agent_id().map(str::to_owned),
-            email_key: record.email_key(),
-            fields_json: fields_json(&record.fields),
-        }
-    }
-}
-
-/// Numbers and encodes new records outside the writer.
-#[derive(Clone)]
-pub(crate) struct Preparer {
-    pub tag: String,
-    pub site_url: String,
-    /// The last record seq handed out. Seeded from the database at open; only ever grows, so a seq
-    /// (and so an id) is never reused, not even one of a record that was deleted.
-    pub last_seq: std::sync::Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl Preparer {
-    pub fn next_seq(&self) -> i64 {
-        self.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-    }
-
-    pub fn prepare(&self, actor: &Actor, kind: RecordKind, input: &Value) -> Result<PreparedRecord, FieldErrors> {
-        let now = commit_time();
-        let seq = self.next_seq();
-        let record = change::create(kind, input, ids::format(kind.id_prefix(), &self.tag, seq), &actor.user_id, now)?;
-        let events = change::event_names_on_create(&record)
-            .into_iter()
-            .map(|name| (name, payload::encode(name, now, &record, &self.site_url)))
-            .collect();
-        let references = change::references(&record).into_iter().map(|(f, k, id)| (f, k, id.to_owned())).collect();
-        Ok(PreparedRecord { seq, columns: RowColumns::of(&record), references, record, events, now })
-    }
-
-    /// Prepares a run of bulk rows, the first of which has index `first_index` in the request.
-    /// Invalid rows travel with the valid ones, so that the writer can add the rows whose references
-    /// are missing and the answer names every bad row at once (`create[3].email`).
-    pub fn prepare_rows(&self, actor: &Actor, kind: RecordKind, rows: &[Value], first_index: usize) -> PreparedRows {
-        let mut invalid = Vec::new();
-        let mut prepared = Vec::with_capacity(rows.len());
-        for (index, row) in (first_index..).zip(rows) {
-            match self.prepare(actor, kind, row) {
-                Ok(mut record) => {
-                    record.record.fields = Map::new();
-                    prepared.push((index, record));
-                }
-                Err(row_errors) => invalid.push((index, row_errors)),
-            }
-        }
-        PreparedRows { rows: prepared, invalid }
-    }
-}
-
-/// A run of bulk rows after preparation: the valid ones and the errors of the others, each with its
-/// index in the request.
-pub(crate) struct PreparedRows {
-    rows: Vec<(usize, PreparedRecord)>,
-    invalid: Vec<(usize, FieldErrors)>,
-}
-
-impl PreparedRows {
-    fn len(&self) -> usize {
-        self.rows.len() + self.invalid.len()
-    }
 }
 
 /// Writes a prepared record and its events.
@@ -572,10 +410,6 @@ pub(super) fn insert_event(
     Ok(ctx.tx.last_insert_rowid())
 }
 
-fn fields_json(fields: &Map<String, Value>) -> String {
-    serde_json::to_string(fields).expect("a JSON map always serialises")
-}
-
 pub(super) const RECORD_COLUMNS: &str = "seq, kind, created_by, created_at, updated_at, fields";
 
 pub(super) fn record_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Record> {
@@ -597,10 +431,6 @@ pub(super) fn record_from_row(row: &Row<'_>, tag: &str) -> rusqlite::Result<Reco
 
 fn corrupt(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
-}
-
-fn timestamp(seconds: i64) -> Timestamp {
-    DateTime::from_timestamp(seconds, 0).unwrap_or_default()
 }
 
 /// The record with this id if it exists, is of this kind, and the actor may see it.
@@ -681,24 +511,4 @@ pub(super) fn list_events(
         Ok((seq, event))
     })?;
     paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
-}
-
-/// Cursors are the seq of the last item of a page, in base 36 behind a `c`.
-pub(super) fn parse_cursor(cursor: Option<&str>) -> Result<i64, StoreError> {
-    match cursor {
-        None => Ok(i64::MAX),
-        Some(cursor) => ids::parse("c", "", cursor)
-            .ok_or_else(|| StoreError::invalid(FieldErrors::single("cursor", "is not a cursor this server gave out"))),
-    }
-}
-
-/// Cuts a page fetched with one extra row, which says whether a next page exists.
-pub(super) fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Result<Page<T>, StoreError> {
-    let next_cursor = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|(seq, _)| ids::format("c", "", *seq))
-    } else {
-        None
-    };
-    Ok(Page { items: rows.into_iter().map(|(_, item)| item).collect(), next_cursor })
 }

@@ -65,7 +65,7 @@ pub(crate) struct Route {
 pub(crate) struct WriterState {
     pub tag: String,
     pub site_url: String,
-    pub preparer: super::records::Preparer,
+    pub preparer: crate::prepare::Preparer,
     /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
 }
