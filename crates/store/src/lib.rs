@@ -28,6 +28,7 @@ use serde_json::Value;
 
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
+pub use postgres::{PgConfig, PgStore, SchemaVersions, migrate_postgres};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 

@@ -1,0 +1,282 @@
+//! The writer task and its group commit, on PostgreSQL.
+//!
+//! As in the SQLite store, requests hand the writer a job; the writer takes every job waiting (up to
+//! a bound), runs them in one transaction, each so that its failure undoes only its own work (the
+//! first by rolling the transaction back, each later one by a savepoint), commits once and answers
+//! them all after the commit. One commit carries many requests' writes, which is what makes
+//! PostgreSQL's commit (a WAL flush and a round trip) affordable per change.
+//!
+//! The writer is also what keeps the event log's seq order equal to its commit order, which the
+//! dispatcher's cursors rely on (an endpoint's cursor moves past an event only once everything
+//! before it is settled). A sequence would hand out numbers before commit, so a reader could see
+//! seq 11 committed while seq 10 is still in flight, move a cursor past 10 and never deliver it.
+//! Instead, the first event of a transaction takes a transaction-level advisory lock, reads the
+//! newest seq and numbers on from it; the lock is held until the commit. Within a server there is
+//! one writer, so the lock costs nothing but its round trip, once per group commit; servers sharing
+//! the database take turns at it, each turn carrying a whole batch.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use deadpool_postgres::{Object, Pool};
+use estate_crm_domain::webhook::EventFilter;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{ChangeFeed, Changes, StoreError};
+
+/// How many requests one commit may carry. Bounds the latency a request waits behind others.
+const MAX_BATCH: usize = 512;
+/// How many requests may wait for the writer before callers wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+/// The advisory lock that numbers events ("events" in ASCII).
+const EVENT_SEQ_LOCK: i64 = 0x6576_656e_7473;
+
+/// A boxed future that borrows the writer's context.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// A job is run with the writer's context, or told why it cannot be (no connection).
+type Job = Box<dyn for<'a> FnOnce(Result<&'a mut WriteCtx, &'a StoreError>, Undo) -> BoxFuture<'a, (Reply, JobEnd)> + Send>;
+
+/// How a job's work is undone if it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// By rolling back the transaction: the job is its first.
+    Transaction,
+    /// By rolling back to a savepoint taken before the job.
+    Savepoint,
+}
+
+/// What a job leaves of the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobEnd {
+    /// The transaction goes on: the job's work is in it, or was undone to its savepoint.
+    Continue,
+    /// The job failed as the first of its transaction: the transaction must be rolled back.
+    RollBack,
+}
+
+/// An active endpoint as waking its lane needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub id: String,
+    pub events: EventFilter,
+}
+
+/// State the writer keeps between batches.
+pub(crate) struct WriterState {
+    pub tag: String,
+    pub site_url: String,
+    /// Where record seqs come from.
+    pub seqs: Arc<super::records::RecordSeqs>,
+    /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
+    pub routes: Option<Vec<Route>>,
+}
+
+/// What a job sees: the connection, inside the open transaction, and the writer's state.
+pub(crate) struct WriteCtx {
+    pub client: Object,
+    pub state: WriterState,
+    /// What this job changed that the dispatcher must hear of.
+    pub changes: Changes,
+    /// The last event seq given in this transaction; `None` until the event lock is taken.
+    last_event_seq: Option<i64>,
+    /// A savepoint could not be taken, released or rolled back: the transaction may hold a failed
+    /// job's work, so it must not commit.
+    poisoned: bool,
+}
+
+impl WriteCtx {
+    /// Numbers `count` new events: answers the first seq, the others follow it. The first call in
+    /// a transaction takes the event lock (see the module's documentation).
+    pub async fn next_event_seqs(&mut self, count: usize) -> Result<i64, StoreError> {
+        let last = match self.last_event_seq {
+            Some(last) => last,
+            None => {
+                let lock = self.client.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
+                self.client.execute(&lock, &[&EVENT_SEQ_LOCK]).await?;
+                let newest = self.client.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events").await?;
+                self.client.query_one(&newest, &[]).await?.get(0)
+            }
+        };
+        self.last_event_seq = Some(last + i64::try_from(count).unwrap_or(i64::MAX - last));
+        Ok(last + 1)
+    }
+}
+
+/// The handle requests use to reach the writer.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task on its own connection from `pool` (a pool of one, so that a
+    /// connection lost is made again on the next batch).
+    pub async fn start(pool: Pool, state: WriterState, feed: Arc<ChangeFeed>) -> Result<Writer, StoreError> {
+        let client = pool.get().await?;
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        let ctx = WriteCtx { client, state, changes: Changes::default(), last_event_seq: None, poisoned: false };
+        tokio::spawn(run(pool, ctx, jobs, feed));
+        Ok(Writer { queue })
+    }
+
+    /// Runs `work` in the next group commit and answers its result once that commit is durable.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut WriteCtx) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |ctx, undo| {
+            Box::pin(async move {
+                let result = match ctx {
+                    Ok(ctx) => run_job(ctx, undo, work).await,
+                    Err(err) => Err(err.shared()),
+                };
+                let end =
+                    if result.is_err() && undo == Undo::Transaction { JobEnd::RollBack } else { JobEnd::Continue };
+                let reply: Reply = Box::new(move |committed: Result<(), &StoreError>| {
+                    let result = match committed {
+                        Ok(()) => result,
+                        Err(err) => Err(err.shared()),
+                    };
+                    let _ = answer.send(result);
+                });
+                (reply, end)
+            })
+        });
+        self.queue.send(job).await.map_err(|_| StoreError::internal("writing", "the writer has stopped"))?;
+        answered.await.map_err(|_| StoreError::internal("writing", "the writer stopped before answering"))?
+    }
+}
+
+/// Runs one job's work; on failure its writes are undone as `undo` says (for
+/// [`Undo::Transaction`], by the caller rolling the transaction back) and its changes dropped.
+async fn run_job<T, F>(ctx: &mut WriteCtx, undo: Undo, work: F) -> Result<T, StoreError>
+where
+    F: for<'a> FnOnce(&'a mut WriteCtx) -> BoxFuture<'a, Result<T, StoreError>>,
+{
+    if undo == Undo::Savepoint {
+        savepoint(ctx, "SAVEPOINT job").await?;
+    }
+    let before = std::mem::take(&mut ctx.changes);
+    let last_event_seq = ctx.last_event_seq;
+    let result = work(&mut *ctx).await;
+    let changes = std::mem::replace(&mut ctx.changes, before);
+    if changes.settings_changed {
+        // Read the routes again on next use, whether or not this job's changes stay.
+        ctx.state.routes = None;
+    }
+    match &result {
+        Ok(_) => {
+            if undo == Undo::Savepoint {
+                savepoint(ctx, "RELEASE job").await?;
+            }
+            ctx.changes.endpoints.extend(changes.endpoints);
+            ctx.changes.rescan.extend(changes.rescan);
+            ctx.changes.settings_changed |= changes.settings_changed;
+        }
+        Err(_) => {
+            // The seqs this job gave are undone with its events.
+            ctx.last_event_seq = last_event_seq;
+            if undo == Undo::Savepoint {
+                savepoint(ctx, "ROLLBACK TO job; RELEASE job").await?;
+            }
+        }
+    }
+    result
+}
+
+/// Runs a savepoint command; if it fails, the transaction is poisoned.
+async fn savepoint(ctx: &mut WriteCtx, sql: &str) -> Result<(), StoreError> {
+    let done = ctx.client.batch_execute(sql).await;
+    if done.is_err() {
+        ctx.poisoned = true;
+    }
+    Ok(done?)
+}
+
+async fn run(pool: Pool, mut ctx: WriteCtx, mut jobs: mpsc::Receiver<Job>, feed: Arc<ChangeFeed>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if ctx.client.is_closed() {
+            match pool.get().await {
+                Ok(client) => ctx.client = client,
+                Err(err) => {
+                    let err = StoreError::from(err);
+                    tracing::error!(error = %err, "the writer has no connection to the database");
+                    refuse(&mut batch, &err).await;
+                    continue;
+                }
+            }
+        }
+        let committed = commit_batch(&mut ctx, &mut batch).await;
+        let changes = std::mem::take(&mut ctx.changes);
+        if committed.is_ok() {
+            feed.publish(changes);
+        } else {
+            ctx.state.routes = None;
+        }
+    }
+}
+
+/// Answers every job of the batch with `err`, unrun.
+async fn refuse(batch: &mut Vec<Job>, err: &StoreError) {
+    for job in batch.drain(..) {
+        let (reply, _) = job(Err(err), Undo::Transaction).await;
+        reply(Ok(()));
+    }
+}
+
+async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ()> {
+    let mut jobs = batch.drain(..).peekable();
+    while jobs.peek().is_some() {
+        ctx.last_event_seq = None;
+        ctx.poisoned = false;
+        if let Err(err) = ctx.client.batch_execute("BEGIN").await {
+            let err = StoreError::internal("starting a transaction", err);
+            tracing::error!(error = %err, "the writer could not start a transaction");
+            let mut rest: Vec<Job> = jobs.collect();
+            refuse(&mut rest, &err).await;
+            return Err(());
+        }
+        let first = jobs.next().expect("a job is waiting");
+        let (reply, end) = first(Ok(&mut *ctx), Undo::Transaction).await;
+        if end == JobEnd::RollBack {
+            // Nothing else is in the transaction yet: rolling it back undoes exactly this job, which
+            // answers its own error. The next job begins a new transaction.
+            if let Err(err) = ctx.client.batch_execute("ROLLBACK").await {
+                tracing::error!(error = %err, "rolling back a failed job failed");
+            }
+            reply(Ok(()));
+            continue;
+        }
+        let mut replies = vec![reply];
+        for job in jobs.by_ref() {
+            replies.push(job(Ok(&mut *ctx), Undo::Savepoint).await.0);
+        }
+        let committed = commit(ctx).await;
+        if let Err(err) = &committed {
+            tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error");
+            // The transaction may still be open (aborted): end it, so the next batch starts clean.
+            let _ = ctx.client.batch_execute("ROLLBACK").await;
+        }
+        for reply in replies {
+            reply(committed.as_ref().map(|_| ()));
+        }
+        return committed.map_err(|_| ());
+    }
+    Ok(())
+}
+
+/// Commits the transaction, if it is whole. PostgreSQL answers `COMMIT` of a transaction that an
+/// error aborted by rolling it back *without an error*, so a statement goes first that fails in an
+/// aborted transaction; both travel in one round trip.
+async fn commit(ctx: &mut WriteCtx) -> Result<(), StoreError> {
+    if ctx.poisoned {
+        return Err(StoreError::internal("committing", "a request's work could not be undone alone"));
+    }
+    ctx.client.batch_execute("SELECT 1; COMMIT").await.map_err(|err| StoreError::internal("committing", err))
+}
