@@ -53,7 +53,9 @@ pub(super) async fn set_admin_token(ctx: &mut WriteCtx, hash: &str, only_if_miss
         Some(_) if only_if_missing => Ok(false),
         Some(old) if old == hash => Ok(true),
         _ => {
-            client.execute("DELETE FROM tokens WHERE user_seq = $1 AND name = $2", &[&admin, &ADMIN_TOKEN_NAME]).await?;
+            client
+                .execute("DELETE FROM tokens WHERE user_seq = $1 AND name = $2", &[&admin, &ADMIN_TOKEN_NAME])
+                .await?;
             client
                 .execute(
                     "INSERT INTO tokens (user_seq, name, hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -79,7 +81,12 @@ pub(super) async fn create_user(ctx: &mut WriteCtx, new: &NewUser) -> Result<Use
     let Some(row) = inserted else {
         return Err(StoreError::conflict(FieldErrors::single("email", "a user with this email already exists")));
     };
-    Ok(User { id: ids::format(USER_PREFIX, &ctx.state.tag, row.try_get(0)?), name: new.name.clone(), email, role: new.role })
+    Ok(User {
+        id: ids::format(USER_PREFIX, &ctx.state.tag, row.try_get(0)?),
+        name: new.name.clone(),
+        email,
+        role: new.role,
+    })
 }
 
 pub(super) async fn create_token(

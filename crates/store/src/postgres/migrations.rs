@@ -190,9 +190,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<SchemaVersions, Store
 }
 
 async fn migrate_locked(client: &mut Client) -> Result<SchemaVersions, StoreError> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .await?;
+    client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").await?;
     let found = current_version(client).await?;
     check_known(found)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found) {

@@ -117,8 +117,7 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("estate-crm");
     }
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -140,9 +139,7 @@ async fn database_tag(pool: &Pool) -> Result<String, StoreError> {
     let random = uuid::Uuid::new_v4().as_u128();
     let tag: String =
         (0..4).map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz"[((random >> (i * 5)) % 26) as usize])).collect();
-    client
-        .execute("INSERT INTO meta (key, value) VALUES ('tag', $1) ON CONFLICT (key) DO NOTHING", &[&tag])
-        .await?;
+    client.execute("INSERT INTO meta (key, value) VALUES ('tag', $1) ON CONFLICT (key) DO NOTHING", &[&tag]).await?;
     Ok(client.query_one("SELECT value FROM meta WHERE key = 'tag'", &[]).await?.get(0))
 }
 
@@ -160,8 +157,7 @@ impl PgStore {
                 .await;
         }
         let seq = self.inner.seqs.take(&*self.reader().await?, 1).await?[0];
-        let prepared =
-            self.inner.preparer.prepare_numbered(seq, &actor, kind, &input).map_err(StoreError::invalid)?;
+        let prepared = self.inner.preparer.prepare_numbered(seq, &actor, kind, &input).map_err(StoreError::invalid)?;
         self.inner
             .writer
             .run(move |ctx| Box::pin(async move { records::insert_prepared(ctx, &actor, prepared).await }))
@@ -216,9 +212,7 @@ impl PgStore {
                 self.inner
                     .writer
                     .run(move |ctx| {
-                        Box::pin(
-                            async move { records::insert_prepared_rows(ctx, &actor, prepared, expected).await },
-                        )
+                        Box::pin(async move { records::insert_prepared_rows(ctx, &actor, prepared, expected).await })
                     })
                     .await
             }

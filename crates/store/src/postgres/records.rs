@@ -45,8 +45,9 @@ impl RecordSeqs {
         let missing = i64::try_from(count - seqs.len()).unwrap_or(i64::MAX);
         if missing > 0 {
             let blocks = (missing + SEQ_BLOCK - 1) / SEQ_BLOCK;
-            let statement =
-                client.prepare_cached("SELECT nextval('record_seq_blocks') FROM generate_series(1, $1)").await?;
+            let statement = client
+                .prepare_cached("SELECT nextval('record_seq_blocks') FROM generate_series(1, $1::BIGINT)")
+                .await?;
             let mut starts: Vec<i64> = client.query(&statement, &[&blocks]).await?.iter().map(|r| r.get(0)).collect();
             starts.sort_unstable();
             for start in starts {
@@ -484,8 +485,8 @@ pub(super) fn record_from_row(row: &Row, tag: &str) -> Result<Record, StoreError
     let kind_name: &str = row.try_get(1)?;
     let kind = RecordKind::from_name(kind_name)
         .ok_or_else(|| StoreError::internal("reading a record", format!("unknown record kind {kind_name}")))?;
-    let fields: Map<String, Value> = serde_json::from_str(row.try_get(5)?)
-        .map_err(|err| StoreError::internal("reading a record's fields", err))?;
+    let fields: Map<String, Value> =
+        serde_json::from_str(row.try_get(5)?).map_err(|err| StoreError::internal("reading a record's fields", err))?;
     Ok(Record {
         kind,
         id: ids::format(kind.id_prefix(), tag, seq),

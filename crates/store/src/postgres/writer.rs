@@ -37,7 +37,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// A job is run with the writer's context, or told why it cannot be (no connection).
-type Job = Box<dyn for<'a> FnOnce(Result<&'a mut WriteCtx, &'a StoreError>, Undo) -> BoxFuture<'a, (Reply, JobEnd)> + Send>;
+type Job =
+    Box<dyn for<'a> FnOnce(Result<&'a mut WriteCtx, &'a StoreError>, Undo) -> BoxFuture<'a, (Reply, JobEnd)> + Send>;
 
 /// How a job's work is undone if it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

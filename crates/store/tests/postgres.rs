@@ -1,0 +1,268 @@
+//! The PostgreSQL store against a real server, each test in a database of its own: migrations,
+//! records and their events, the order of the event log under concurrent writers, two servers on one
+//! database, users and tokens.
+
+mod support;
+
+use std::collections::HashSet;
+
+use estate_crm_domain::{EventName, RecordKind};
+use estate_crm_store::{
+    Actor, BulkOp, ErrorKind, EventFilterQuery, NewUser, PageRequest, PgConfig, PgStore, Role, migrate_postgres,
+};
+use serde_json::json;
+use support::pg::TestDatabase;
+
+const SITE: &str = "http://127.0.0.1:8080";
+
+fn admin() -> Actor {
+    Actor { user_id: "usr_test".into(), role: Role::Admin }
+}
+
+async fn open(db: &TestDatabase) -> PgStore {
+    PgStore::open(&PgConfig { url: db.url.clone(), pool_size: 4, site_url: SITE.into() }).await.unwrap()
+}
+
+/// Every event in the log, oldest first: (seq from its id order, name).
+async fn all_events(store: &PgStore) -> Vec<(String, EventName)> {
+    let mut events = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_events(EventFilterQuery::default(), PageRequest { limit: 1000, cursor }).await.unwrap();
+        events.extend(page.items.iter().map(|e| (e.id.clone(), e.name)));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    events.reverse();
+    events
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn migrations_started_at_once_apply_once_and_a_newer_schema_is_refused() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let runs: Vec<_> = (0..3).map(|_| tokio::spawn(migrate_postgres_owned(db.url.clone()))).collect();
+    let mut found = Vec::new();
+    for run in runs {
+        found.push(run.await.unwrap().unwrap());
+    }
+    let newest = found.iter().map(|v| v.now).max().unwrap();
+    assert!(newest >= 1);
+    assert_eq!(found.iter().filter(|v| v.found == 0).count(), 1, "exactly one run applied them: {found:?}");
+    let client = connect(&db.url).await;
+    let rows = client.query("SELECT version FROM schema_version", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1, "one version row");
+    assert_eq!(usize::try_from(rows[0].get::<_, i32>(0)).unwrap(), newest);
+
+    client.execute("UPDATE schema_version SET version = 999", &[]).await.unwrap();
+    let refused = migrate_postgres(&db.url).await.unwrap_err().to_string();
+    assert!(refused.contains("newer estate-crm (schema version 999"), "{refused}");
+    assert!(!refused.contains('\n'), "one line: {refused}");
+    let refused = PgStore::open(&PgConfig { url: db.url.clone(), pool_size: 2, site_url: SITE.into() })
+        .await
+        .err()
+        .expect("a store on a newer schema does not open")
+        .to_string();
+    assert!(refused.contains("upgrade estate-crm"), "{refused}");
+}
+
+async fn migrate_postgres_owned(url: String) -> Result<estate_crm_store::SchemaVersions, estate_crm_store::StoreError> {
+    migrate_postgres(&url).await
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_said_in_one_line() {
+    // Nothing listens on port 1; no database is made, so this needs no PostgreSQL.
+    let err = PgStore::open(&PgConfig {
+        url: "postgres://postgres@127.0.0.1:1/estate".into(),
+        pool_size: 2,
+        site_url: SITE.into(),
+    })
+    .await
+    .err()
+    .expect("no database there")
+    .to_string();
+    assert!(err.starts_with("reaching the database"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
+
+#[tokio::test]
+async fn a_record_is_created_changed_and_deleted_with_its_events() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let contact = store
+        .create_record(&admin(), RecordKind::Contact, json!({"first_name": "Ada", "email": "ada@example.com"}))
+        .await
+        .unwrap();
+    let read = store.get_record(&admin(), RecordKind::Contact, &contact.id).await.unwrap();
+    assert_eq!(read.fields, contact.fields, "the fields come back as written, in their order");
+
+    let taken = store
+        .create_record(&admin(), RecordKind::Contact, json!({"first_name": "Eve", "email": "ADA@example.com"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken.kind(), ErrorKind::Conflict(_)), "{taken}");
+
+    let unchanged = store.update_record(&admin(), RecordKind::Contact, &contact.id, json!({"first_name": "Ada"})).await;
+    assert_eq!(unchanged.unwrap().fields, contact.fields);
+    let changed = store
+        .update_record(&admin(), RecordKind::Contact, &contact.id, json!({"last_name": "Lovelace"}))
+        .await
+        .unwrap();
+    assert_eq!(changed.get_str("last_name"), Some("Lovelace"));
+    store.delete_record(&admin(), RecordKind::Contact, &contact.id).await.unwrap();
+    let gone = store.get_record(&admin(), RecordKind::Contact, &contact.id).await.unwrap_err();
+    assert_eq!(gone.kind(), &ErrorKind::NotFound);
+
+    let names: Vec<EventName> = all_events(&store).await.into_iter().map(|(_, name)| name).collect();
+    assert_eq!(
+        names,
+        vec![EventName::ContactCreated, EventName::ContactUpdated, EventName::ContactDeleted],
+        "the refused create and the update that changed nothing fired nothing"
+    );
+
+    // A new record never takes the deleted one's id, even after a restart.
+    drop(store);
+    let store = open(&db).await;
+    let next = store.create_record(&admin(), RecordKind::Contact, json!({"first_name": "Bo"})).await.unwrap();
+    assert_ne!(next.id, contact.id);
+}
+
+#[tokio::test]
+async fn an_enquiry_links_or_makes_its_contact() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let enquiry = json!({"name": "Ann Lee", "email": "ann@example.com", "message": "Is it still for sale?"});
+    let first = store.create_record(&admin(), RecordKind::Enquiry, enquiry.clone()).await;
+    let first = match first {
+        Ok(record) => record,
+        Err(err) => panic!("an enquiry: {err}"),
+    };
+    let second = store.create_record(&admin(), RecordKind::Enquiry, enquiry).await.unwrap();
+    let contact = first.get_str("contact_id").expect("linked to a contact").to_owned();
+    assert_eq!(second.get_str("contact_id"), Some(contact.as_str()), "the second finds the same contact");
+    store.get_record(&admin(), RecordKind::Contact, &contact).await.unwrap();
+    let names: Vec<EventName> = all_events(&store).await.into_iter().map(|(_, name)| name).collect();
+    assert_eq!(names, vec![EventName::ContactCreated, EventName::EnquiryCreated, EventName::EnquiryCreated]);
+}
+
+#[tokio::test]
+async fn a_bulk_create_is_all_or_nothing_and_names_the_rows_that_failed() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let rows = vec![
+        json!({"first_name": "A", "email": "same@example.com"}),
+        json!({"first_name": "B", "email": "same@example.com"}),
+        json!({"first_name": "C"}),
+    ];
+    let err = store.bulk(&admin(), RecordKind::Contact, BulkOp::Create(rows)).await.unwrap_err();
+    match err.kind() {
+        ErrorKind::Conflict(errors) => assert!(errors.to_string().contains("create[1].email"), "{errors}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let invalid = vec![json!({"first_name": "A"}), json!({"first_name": 5})];
+    let err = store.bulk(&admin(), RecordKind::Contact, BulkOp::Create(invalid)).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Invalid(_)), "{err}");
+    assert!(all_events(&store).await.is_empty(), "nothing of a failed bulk request was written");
+    let page = store.list_records(&admin(), RecordKind::Contact, PageRequest { limit: 10, cursor: None }).await;
+    assert!(page.unwrap().items.is_empty());
+
+    let rows: Vec<_> =
+        (0..1200).map(|n| json!({"first_name": format!("P{n}"), "email": format!("p{n}@x.com")})).collect();
+    let ids = store.bulk(&admin(), RecordKind::Contact, BulkOp::Create(rows)).await.unwrap();
+    assert_eq!(ids.len(), 1200);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1200, "ids are distinct");
+    assert_eq!(all_events(&store).await.len(), 1200);
+    let last = store.get_record(&admin(), RecordKind::Contact, &ids[1199]).await.unwrap();
+    assert_eq!(last.get_str("first_name"), Some("P1199"), "rows keep their order and their values");
+
+    let updates: Vec<_> = ids[..2].iter().map(|id| json!({"id": id, "email": "taken@x.com"})).collect();
+    let err = store.bulk(&admin(), RecordKind::Contact, BulkOp::Update(updates)).await.unwrap_err();
+    assert!(err.to_string().contains("update[1].email"), "{err}");
+    let deleted = store.bulk(&admin(), RecordKind::Contact, BulkOp::Delete(ids[..3].to_vec())).await.unwrap();
+    assert_eq!(deleted, ids[..3].to_vec());
+    assert_eq!(all_events(&store).await.len(), 1203);
+}
+
+#[tokio::test]
+async fn two_servers_writing_at_once_give_distinct_ids_and_an_event_log_in_commit_order() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let (a, b) = (open(&db).await, open(&db).await);
+    let mut writes = Vec::new();
+    for n in 0..300 {
+        let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+        writes.push(tokio::spawn(async move {
+            store.create_record(&admin(), RecordKind::Contact, json!({"first_name": format!("N{n}")})).await.unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    for write in writes {
+        assert!(ids.insert(write.await.unwrap().id), "an id given twice");
+    }
+    // Every acknowledged change has its event, and seqs run 1, 2, 3... with no gap: each commit's
+    // events follow the previous commit's, so a reader never sees a later seq before an earlier one.
+    let client = connect(&db.url).await;
+    let seqs: Vec<i64> =
+        client.query("SELECT seq FROM events ORDER BY seq", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=300).collect::<Vec<i64>>());
+    assert_eq!(all_events(&a).await.len(), 300);
+}
+
+#[tokio::test]
+async fn agents_see_only_their_own_records() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let ann = Actor { user_id: "usr_ann".into(), role: Role::Agent };
+    let bob = Actor { user_id: "usr_bob".into(), role: Role::Agent };
+    let mine = store.create_record(&ann, RecordKind::Contact, json!({"first_name": "A"})).await.unwrap();
+    store.create_record(&bob, RecordKind::Contact, json!({"first_name": "B"})).await.unwrap();
+    let page = store.list_records(&ann, RecordKind::Contact, PageRequest { limit: 10, cursor: None }).await.unwrap();
+    assert_eq!(page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![mine.id.clone()]);
+    let hidden = store.get_record(&bob, RecordKind::Contact, &mine.id).await.unwrap_err();
+    assert_eq!(hidden.kind(), &ErrorKind::NotFound);
+    let refused = store.update_record(&bob, RecordKind::Contact, &mine.id, json!({"first_name": "X"})).await;
+    assert_eq!(refused.unwrap_err().kind(), &ErrorKind::NotFound);
+    let all = store.list_records(&admin(), RecordKind::Contact, PageRequest { limit: 1, cursor: None }).await.unwrap();
+    assert_eq!(all.items.len(), 1);
+    let rest = store
+        .list_records(&admin(), RecordKind::Contact, PageRequest { limit: 1, cursor: all.next_cursor })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1, "the second page has the other record");
+    assert!(rest.next_cursor.is_none());
+}
+
+#[tokio::test]
+async fn users_and_tokens() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    assert!(store.set_admin_token("hash-one", true).await.unwrap());
+    assert!(!store.set_admin_token("hash-two", true).await.unwrap(), "kept while one exists");
+    assert!(store.find_token("hash-two").await.unwrap().is_none());
+    let admin_user = store.find_token("hash-one").await.unwrap().expect("the admin token works");
+    assert_eq!(admin_user.role, Role::Admin);
+    assert!(store.set_admin_token("hash-two", false).await.unwrap());
+    assert!(store.find_token("hash-one").await.unwrap().is_none(), "the replaced token stops working");
+
+    let new =
+        || NewUser { name: "Ann".into(), email: "Ann@Example.com".into(), role: Role::Agent, password_hash: None };
+    let ann = store.create_user(new()).await.unwrap();
+    assert_eq!(ann.email, "ann@example.com");
+    let taken = store.create_user(new()).await.unwrap_err();
+    assert!(matches!(taken.kind(), ErrorKind::Conflict(_)), "{taken}");
+    let token = store.create_token(&ann.id, "laptop", "hash-ann").await.unwrap();
+    assert_eq!(store.find_token("hash-ann").await.unwrap().map(|u| u.id), Some(ann.id.clone()));
+    let nobody = store.create_token("usr_nope1", "x", "hash-x").await.unwrap_err();
+    assert!(matches!(nobody.kind(), ErrorKind::Invalid(_)), "{nobody}");
+    let not_hers = store.delete_token(&token.id, Some(&admin_user.id)).await.unwrap_err();
+    assert_eq!(not_hers.kind(), &ErrorKind::NotFound);
+    store.delete_token(&token.id, Some(&ann.id)).await.unwrap();
+    assert!(store.find_token("hash-ann").await.unwrap().is_none());
+}
