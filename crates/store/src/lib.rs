@@ -15,6 +15,7 @@
 
 pub mod credentials;
 mod error;
+mod fanout_keys;
 mod hubspot;
 mod ids;
 mod postgres;

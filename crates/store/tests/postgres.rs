@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use estate_crm_domain::{EventName, RecordKind};
 use estate_crm_store::{
-    Actor, BulkOp, ErrorKind, EventFilterQuery, NewUser, PageRequest, PgConfig, PgStore, Role, migrate_postgres,
+    Actor, BulkOp, ErrorKind, EventFilterQuery, NewUser, PageRequest, PgConfig, PgStore, Role, Store, migrate_postgres,
 };
 use serde_json::json;
 use support::pg::TestDatabase;

@@ -6,14 +6,18 @@
 //! preparation of records (`crate::prepare`).
 
 mod auth;
+mod fanout;
+mod hubspot;
 pub(crate) mod migrations;
 mod records;
+mod web;
 mod webhooks;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use estate_crm_domain::{Record, RecordKind};
 use serde_json::Value;
@@ -143,29 +147,26 @@ async fn database_tag(pool: &Pool) -> Result<String, StoreError> {
     Ok(client.query_one("SELECT value FROM meta WHERE key = 'tag'", &[]).await?.get(0))
 }
 
-impl PgStore {
-    // --- records ---
+/// Runs `$work` (a `for<'a> |ctx: &'a mut WriteCtx| async` body) in the writer's next group commit.
+macro_rules! write {
+    ($store:expr, |$ctx:ident| $body:expr) => {
+        $store.inner.writer.run(move |$ctx| Box::pin(async move { $body.await })).await
+    };
+}
 
-    /// See [`Store::create_record`].
-    pub async fn create_record(&self, actor: &Actor, kind: RecordKind, input: Value) -> Result<Record, StoreError> {
+#[async_trait]
+impl Store for PgStore {
+    async fn create_record(&self, actor: &Actor, kind: RecordKind, input: Value) -> Result<Record, StoreError> {
         let actor = actor.clone();
         if kind == RecordKind::Enquiry {
-            return self
-                .inner
-                .writer
-                .run(move |ctx| Box::pin(async move { records::create(ctx, &actor, kind, &input).await }))
-                .await;
+            return write!(self, |ctx| records::create(ctx, &actor, kind, &input));
         }
         let seq = self.inner.seqs.take(&*self.reader().await?, 1).await?[0];
         let prepared = self.inner.preparer.prepare_numbered(seq, &actor, kind, &input).map_err(StoreError::invalid)?;
-        self.inner
-            .writer
-            .run(move |ctx| Box::pin(async move { records::insert_prepared(ctx, &actor, prepared).await }))
-            .await
+        write!(self, |ctx| records::insert_prepared(ctx, &actor, prepared))
     }
 
-    /// See [`Store::update_record`].
-    pub async fn update_record(
+    async fn update_record(
         &self,
         actor: &Actor,
         kind: RecordKind,
@@ -173,20 +174,15 @@ impl PgStore {
         patch: Value,
     ) -> Result<Record, StoreError> {
         let (actor, id) = (actor.clone(), id.to_owned());
-        self.inner
-            .writer
-            .run(move |ctx| Box::pin(async move { records::update(ctx, &actor, kind, &id, &patch).await }))
-            .await
+        write!(self, |ctx| records::update(ctx, &actor, kind, &id, &patch))
     }
 
-    /// See [`Store::delete_record`].
-    pub async fn delete_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<(), StoreError> {
+    async fn delete_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<(), StoreError> {
         let (actor, id) = (actor.clone(), id.to_owned());
-        self.inner.writer.run(move |ctx| Box::pin(async move { records::delete(ctx, &actor, kind, &id).await })).await
+        write!(self, |ctx| records::delete(ctx, &actor, kind, &id))
     }
 
-    /// See [`Store::bulk`].
-    pub async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError> {
+    async fn bulk(&self, actor: &Actor, kind: RecordKind, op: BulkOp) -> Result<Vec<String>, StoreError> {
         let actor = actor.clone();
         let _slot =
             self.inner.bulk_slots.acquire().await.map_err(|err| StoreError::internal("waiting to import", err))?;
@@ -201,37 +197,25 @@ impl PgStore {
                 let preparer = self.inner.preparer.clone();
                 let rows_actor = actor.clone();
                 tokio::task::spawn_blocking(move || {
-                    for (n, (run, seqs)) in rows.chunks(PREPARE_RUN_ROWS).zip(seqs.chunks(PREPARE_RUN_ROWS)).enumerate()
-                    {
+                    let runs_of_seqs = seqs.chunks(PREPARE_RUN_ROWS);
+                    for (n, (run, seqs)) in rows.chunks(PREPARE_RUN_ROWS).zip(runs_of_seqs).enumerate() {
                         let run = preparer.prepare_numbered_rows(seqs, &rows_actor, kind, run, n * PREPARE_RUN_ROWS);
                         if runs.blocking_send(run).is_err() {
                             return; // The writer stopped reading: the request failed.
                         }
                     }
                 });
-                self.inner
-                    .writer
-                    .run(move |ctx| {
-                        Box::pin(async move { records::insert_prepared_rows(ctx, &actor, prepared, expected).await })
-                    })
-                    .await
+                write!(self, |ctx| records::insert_prepared_rows(ctx, &actor, prepared, expected))
             }
-            op => {
-                self.inner
-                    .writer
-                    .run(move |ctx| Box::pin(async move { records::bulk(ctx, &actor, kind, op).await }))
-                    .await
-            }
+            op => write!(self, |ctx| records::bulk(ctx, &actor, kind, op)),
         }
     }
 
-    /// See [`Store::get_record`].
-    pub async fn get_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<Record, StoreError> {
+    async fn get_record(&self, actor: &Actor, kind: RecordKind, id: &str) -> Result<Record, StoreError> {
         records::get_visible(&*self.reader().await?, &self.inner.tag, actor, kind, id).await
     }
 
-    /// See [`Store::list_records`].
-    pub async fn list_records(
+    async fn list_records(
         &self,
         actor: &Actor,
         kind: RecordKind,
@@ -240,67 +224,278 @@ impl PgStore {
         records::list(&*self.reader().await?, &self.inner.tag, actor, kind, &page).await
     }
 
-    /// See [`Store::list_events`].
-    pub async fn list_events(
-        &self,
-        filter: EventFilterQuery,
-        page: PageRequest,
-    ) -> Result<Page<StoredEvent>, StoreError> {
+    async fn list_events(&self, filter: EventFilterQuery, page: PageRequest) -> Result<Page<StoredEvent>, StoreError> {
         records::list_events(&*self.reader().await?, &self.inner.tag, &filter, &page).await
     }
 
     // --- users and tokens ---
 
-    /// See [`Store::find_token`].
-    pub async fn find_token(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
+    async fn find_token(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
         auth::find_token(&*self.reader().await?, &self.inner.tag, token_hash).await
     }
 
-    /// See [`Store::set_admin_token`].
-    pub async fn set_admin_token(&self, token_hash: &str, only_if_missing: bool) -> Result<bool, StoreError> {
+    async fn set_admin_token(&self, token_hash: &str, only_if_missing: bool) -> Result<bool, StoreError> {
         let hash = token_hash.to_owned();
-        self.inner
-            .writer
-            .run(move |ctx| Box::pin(async move { auth::set_admin_token(ctx, &hash, only_if_missing).await }))
-            .await
+        write!(self, |ctx| auth::set_admin_token(ctx, &hash, only_if_missing))
     }
 
-    /// See [`Store::create_user`].
-    pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        self.inner.writer.run(move |ctx| Box::pin(async move { auth::create_user(ctx, &new).await })).await
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        write!(self, |ctx| auth::create_user(ctx, &new))
     }
 
-    /// See [`Store::create_token`].
-    pub async fn create_token(&self, user_id: &str, name: &str, token_hash: &str) -> Result<TokenInfo, StoreError> {
+    async fn create_token(&self, user_id: &str, name: &str, token_hash: &str) -> Result<TokenInfo, StoreError> {
         let (user_id, name, hash) = (user_id.to_owned(), name.to_owned(), token_hash.to_owned());
-        self.inner
-            .writer
-            .run(move |ctx| Box::pin(async move { auth::create_token(ctx, &user_id, &name, &hash).await }))
-            .await
+        write!(self, |ctx| auth::create_token(ctx, &user_id, &name, &hash))
     }
 
-    /// See [`Store::delete_token`].
-    pub async fn delete_token(&self, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
+    async fn delete_token(&self, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
         let (id, owner) = (id.to_owned(), owner.map(str::to_owned));
-        self.inner
-            .writer
-            .run(move |ctx| Box::pin(async move { auth::delete_token(ctx, &id, owner.as_deref()).await }))
-            .await
+        write!(self, |ctx| auth::delete_token(ctx, &id, owner.as_deref()))
     }
 
-    /// See [`Store::ping`].
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    // --- webhook endpoints ---
+
+    async fn list_endpoints(&self, page: PageRequest) -> Result<Page<Endpoint>, StoreError> {
+        webhooks::list_endpoints(&*self.reader().await?, &self.inner.tag, &page).await
+    }
+
+    async fn get_endpoint(&self, id: &str) -> Result<Endpoint, StoreError> {
+        webhooks::get_endpoint(&*self.reader().await?, &self.inner.tag, id).await
+    }
+
+    async fn primary_endpoint(&self) -> Result<Option<Endpoint>, StoreError> {
+        webhooks::primary_endpoint(&*self.reader().await?, &self.inner.tag).await
+    }
+
+    async fn create_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, StoreError> {
+        write!(self, |ctx| webhooks::create_endpoint(ctx, &spec, false))
+    }
+
+    async fn update_endpoint(&self, id: &str, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+        let id = id.to_owned();
+        write!(self, |ctx| webhooks::update_endpoint(ctx, &id, patch))
+    }
+
+    async fn put_primary_endpoint(&self, patch: EndpointPatch) -> Result<Endpoint, StoreError> {
+        write!(self, |ctx| webhooks::put_primary_endpoint(ctx, patch))
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        write!(self, |ctx| webhooks::delete_endpoint(ctx, &id))
+    }
+
+    // --- deliveries ---
+
+    async fn list_deliveries(&self, filter: DeliveryFilter, page: PageRequest) -> Result<Page<Delivery>, StoreError> {
+        let tag = self.inner.tag.clone();
+        fanout::in_snapshot(self.reader().await?, move |client| {
+            Box::pin(async move { webhooks::list_deliveries(client, &tag, &filter, &page).await })
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail, StoreError> {
+        let (tag, id) = (self.inner.tag.clone(), id.to_owned());
+        fanout::in_snapshot(self.reader().await?, move |client| {
+            Box::pin(async move { webhooks::get_delivery(client, &tag, &id).await })
+        })
+        .await
+    }
+
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> Result<String, StoreError> {
+        let id = id.to_owned();
+        write!(self, |ctx| webhooks::retry_delivery(ctx, &id, now_ms))
+    }
+
+    async fn retry_failed(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let id = endpoint_id.to_owned();
+        write!(self, |ctx| webhooks::retry_failed(ctx, &id, now_ms))
+    }
+
+    async fn begin_test_delivery(&self, endpoint_id: Option<&str>, body: Vec<u8>) -> Result<TestDelivery, StoreError> {
+        let id = endpoint_id.map(str::to_owned);
+        write!(self, |ctx| webhooks::begin_test_delivery(ctx, id.as_deref(), &body))
+    }
+
+    // --- the dispatcher's side ---
+
+    async fn due_deliveries(
+        &self,
+        endpoint_id: &str,
+        after_seq: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        webhooks::due_deliveries(&*self.reader().await?, &self.inner.tag, endpoint_id, after_seq, now_ms, limit).await
+    }
+
+    async fn next_due_after(&self, endpoint_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        webhooks::next_due_after(&*self.reader().await?, &self.inner.tag, endpoint_id, now_ms).await
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
+        write!(self, |ctx| webhooks::record_outcomes(ctx, &outcomes))
+    }
+
+    async fn pending_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let tag = self.inner.tag.clone();
+        fanout::in_snapshot(self.reader().await?, move |client| {
+            Box::pin(async move { webhooks::pending_counts(client, &tag).await })
+        })
+        .await
+    }
+
+    async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
+        write!(self, |ctx| webhooks::purge(ctx, before_ms))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
         self.reader().await?.simple_query("SELECT 1").await?;
         Ok(())
     }
 
-    /// See [`Store::changes`].
-    pub fn changes(&self) -> &ChangeFeed {
+    fn changes(&self) -> &ChangeFeed {
         &self.inner.feed
     }
 
-    /// See [`Store::imports`].
-    pub fn imports(&self) -> &ImportGauge {
+    fn imports(&self) -> &ImportGauge {
         &self.inner.imports
+    }
+
+    // --- web app ---
+
+    async fn create_first_admin(&self, new: NewUser) -> Result<Option<User>, StoreError> {
+        write!(self, |ctx| web::create_first_admin(ctx, &new))
+    }
+
+    async fn any_password_set(&self) -> Result<bool, StoreError> {
+        web::any_password_set(&*self.reader().await?).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let email = email.trim().to_lowercase();
+        web::user_by_email(&*self.reader().await?, &self.inner.tag, &email).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserCredentials>, StoreError> {
+        let Some(seq) = web::user_seq(&self.inner.tag, id) else {
+            return Ok(None);
+        };
+        web::user_by_seq(&*self.reader().await?, &self.inner.tag, seq).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        web::list_users(&*self.reader().await?, &self.inner.tag).await
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str, keep: Option<&str>) -> Result<(), StoreError> {
+        let (id, hash, keep) = (user_id.to_owned(), password_hash.to_owned(), keep.map(str::to_owned));
+        write!(self, |ctx| web::set_password(ctx, &id, &hash, keep.as_deref()))
+    }
+
+    async fn list_tokens(&self, user_id: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        web::list_tokens(&*self.reader().await?, &self.inner.tag, user_id).await
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now_ms: i64,
+        limits: SessionLimits,
+    ) -> Result<(), StoreError> {
+        let (hash, id) = (token_hash.to_owned(), user_id.to_owned());
+        write!(self, |ctx| web::create_session(ctx, &hash, &id, now_ms, limits))
+    }
+
+    async fn find_session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+        limits: SessionLimits,
+    ) -> Result<Option<Session>, StoreError> {
+        web::find_session(&*self.reader().await?, &self.inner.tag, token_hash, now_ms, limits).await
+    }
+
+    async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        let hash = token_hash.to_owned();
+        write!(self, |ctx| web::touch_session(ctx, &hash, now_ms))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let hash = token_hash.to_owned();
+        write!(self, |ctx| web::delete_session(ctx, &hash))
+    }
+
+    async fn endpoint_health(&self, since_ms: i64) -> Result<Vec<EndpointHealth>, StoreError> {
+        let tag = self.inner.tag.clone();
+        fanout::in_snapshot(self.reader().await?, move |client| {
+            Box::pin(async move { web::endpoint_health(client, &tag, since_ms).await })
+        })
+        .await
+    }
+
+    // --- integrations ---
+
+    async fn rotate_secret(
+        &self,
+        endpoint_id: &str,
+        secret: String,
+        grace: std::time::Duration,
+    ) -> Result<Rotation, StoreError> {
+        let id = endpoint_id.to_owned();
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        write!(self, |ctx| webhooks::rotate_secret(ctx, &id, secret, grace_ms))
+    }
+
+    // --- hubspot ---
+
+    async fn hubspot_settings(&self) -> Result<Option<HubspotSettings>, StoreError> {
+        hubspot::settings(&*self.reader().await?).await
+    }
+
+    async fn put_hubspot_settings(&self, patch: HubspotPatch) -> Result<HubspotSettings, StoreError> {
+        write!(self, |ctx| hubspot::put_settings(ctx, patch))
+    }
+
+    async fn pause_hubspot(&self, version: i64, reason: String) -> Result<(), StoreError> {
+        write!(self, |ctx| hubspot::pause(ctx, version, &reason))
+    }
+
+    async fn start_hubspot_backfill(&self) -> Result<HubspotSettings, StoreError> {
+        write!(self, |ctx| hubspot::start_backfill(ctx))
+    }
+
+    async fn hubspot_events_after(&self, after_seq: i64, limit: usize) -> Result<Vec<SyncEvent>, StoreError> {
+        hubspot::events_after(&*self.reader().await?, after_seq, limit).await
+    }
+
+    async fn hubspot_mappings(
+        &self,
+        kind: RecordKind,
+        record_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, HubspotMapping>, StoreError> {
+        hubspot::mappings(&*self.reader().await?, &self.inner.tag, kind, &record_ids).await
+    }
+
+    async fn hubspot_sweep_deals(&self, after_seq: i64, limit: usize) -> Result<Vec<SweptDeal>, StoreError> {
+        hubspot::sweep_deals(&*self.reader().await?, &self.inner.tag, after_seq, limit).await
+    }
+
+    async fn commit_hubspot(&self, commit: HubspotCommit) -> Result<(), StoreError> {
+        write!(self, |ctx| hubspot::commit(ctx, &commit))
+    }
+
+    async fn hubspot_log(
+        &self,
+        record_id: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<SyncLogEntry>, StoreError> {
+        hubspot::log(&*self.reader().await?, record_id.as_deref(), &page).await
+    }
+
+    async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError> {
+        hubspot::counts(&*self.reader().await?).await
     }
 }

@@ -24,21 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
 
-/// How many low bits of a delivery key hold the endpoint's seq.
-pub(super) const ENDPOINT_BITS: u32 = 20;
-/// The highest endpoint seq a key can hold: endpoints are numbered up to this, never reused.
-pub(super) const MAX_ENDPOINT_SEQ: i64 = (1 << ENDPOINT_BITS) - 1;
-
-/// The key of the delivery of event `event_seq` to endpoint `endpoint_seq` (0 for a test of
-/// settings that were never saved).
-pub(super) fn delivery_key(event_seq: i64, endpoint_seq: i64) -> i64 {
-    (event_seq << ENDPOINT_BITS) | endpoint_seq
-}
-
-/// The event seq and endpoint seq of a delivery key.
-pub(super) fn split_key(key: i64) -> (i64, i64) {
-    (key >> ENDPOINT_BITS, key & MAX_ENDPOINT_SEQ)
-}
+pub(super) use crate::fanout_keys::{ENDPOINT_BITS, MAX_ENDPOINT_SEQ, delivery_key, names_to_read, split_key};
 
 /// What fan-out needs to know of an endpoint.
 #[derive(Debug, Clone)]
@@ -112,19 +98,6 @@ pub(super) struct OwedQuery {
     pub newest_first: bool,
     pub limit: usize,
     pub with_body: bool,
-}
-
-/// The names whose events `events` owes deliveries for, one query each: `None` for every
-/// subscribable event.
-fn names_to_read(events: &EventFilter, only: Option<EventName>) -> Vec<Option<EventName>> {
-    match (events, only) {
-        (_, Some(name)) if events.matches(name) => vec![Some(name)],
-        (_, Some(_)) => Vec::new(),
-        (EventFilter::All, None) => vec![None],
-        (EventFilter::Only(names), None) => {
-            names.iter().filter(|name| name.is_subscribable()).map(|&n| Some(n)).collect()
-        }
-    }
 }
 
 /// The events `subscription` is owed deliveries for, as `query` asks. A filter of several names
@@ -254,22 +227,4 @@ pub(super) fn settle_subscription(conn: &Connection, old: &Subscription, now_ms:
     conn.prepare_cached("UPDATE endpoints SET cursor = (SELECT COALESCE(MAX(seq), 0) FROM events) WHERE seq = ?1")?
         .execute([old.seq])?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_splits_back_into_its_event_and_endpoint() {
-        for (event, endpoint) in [(1, 1), (1, 0), (123_456_789, MAX_ENDPOINT_SEQ), (1 << 40, 7)] {
-            assert_eq!(split_key(delivery_key(event, endpoint)), (event, endpoint));
-        }
-    }
-
-    #[test]
-    fn keys_sort_by_event_first() {
-        assert!(delivery_key(2, 1) > delivery_key(1, MAX_ENDPOINT_SEQ));
-        assert!(delivery_key(5, 3) > delivery_key(5, 2));
-    }
 }
