@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use estate_crm_store::{SqliteConfig, SqliteStore, Store};
+use anyhow::Context;
+use estate_crm_store::{PgConfig, PgStore, SchemaVersions, SqliteConfig, SqliteStore, Store};
 use estate_crm_web::{WebConfig, WebState};
 use estate_crm_webhooks::hubspot::{HubspotHandle, HubspotSync};
 use estate_crm_webhooks::{AddressPolicy, DeliveryMetrics, Dispatcher, DispatcherConfig, Sender, SenderConfig};
@@ -47,7 +47,7 @@ impl Application {
         let listener = bind(config.listen).await?;
         let address = listener.local_addr().context("reading the bound address")?;
         let site_url = config.site_url.clone().unwrap_or_else(|| format!("http://{address}"));
-        let store = open_store(&config, &site_url)?;
+        let store = open_store(&config, &site_url).await?;
         ensure_admin_token(&store, &config).await?;
 
         let policy = if config.allow_private_targets { AddressPolicy::AllowPrivate } else { AddressPolicy::PublicOnly };
@@ -89,7 +89,7 @@ impl Application {
         };
         let data = match &config.database {
             Database::Embedded => SqliteStore::database_path(&config.data_dir).display().to_string(),
-            Database::Postgres(_) => "PostgreSQL".to_owned(),
+            Database::Postgres { url, .. } => format!("PostgreSQL at {}", without_password(url)),
         };
         Ok(Application { listener, address, data, state, dispatcher, hubspot, retention: config.retention, web })
     }
@@ -142,7 +142,7 @@ async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-fn open_store(config: &Config, site_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(config: &Config, site_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     match &config.database {
         Database::Embedded => {
             let store =
@@ -152,10 +152,47 @@ fn open_store(config: &Config, site_url: &str) -> anyhow::Result<Arc<dyn Store>>
                 })?;
             Ok(Arc::new(store))
         }
-        Database::Postgres(_) => bail!(
-            "PostgreSQL is not available in this build yet; leave out --database-url (and DATABASE_URL) to use the \
-             embedded database"
-        ),
+        Database::Postgres { url, pool } => {
+            let store = PgStore::open(&PgConfig { url: url.clone(), pool_size: *pool, site_url: site_url.to_owned() })
+                .await
+                .map_err(|err| anyhow::anyhow!("could not use the database {}: {err}", without_password(url)))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// `estate-crm migrate`: applies the migrations and says how far the database went.
+pub async fn migrate(database: &Database, data_dir: &Path) -> anyhow::Result<()> {
+    let (versions, place): (SchemaVersions, String) = match database {
+        Database::Embedded => {
+            let versions = estate_crm_store::migrate_sqlite(data_dir)
+                .map_err(|err| anyhow::anyhow!("could not migrate the data directory {}: {err}", data_dir.display()))?;
+            (versions, SqliteStore::database_path(data_dir).display().to_string())
+        }
+        Database::Postgres { url, .. } => {
+            let versions = estate_crm_store::migrate_postgres(url)
+                .await
+                .map_err(|err| anyhow::anyhow!("could not migrate the database {}: {err}", without_password(url)))?;
+            (versions, format!("PostgreSQL at {}", without_password(url)))
+        }
+    };
+    if versions.found == versions.now {
+        println!("{place} is at schema version {}, the newest this estate-crm knows", versions.now);
+    } else {
+        println!("{place} migrated from schema version {} to {}", versions.found, versions.now);
+    }
+    Ok(())
+}
+
+/// A database URL as it may be shown: without its password.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(the URL given)".to_owned(),
     }
 }
 
@@ -168,9 +205,16 @@ async fn ensure_admin_token(store: &Arc<dyn Store>, config: &Config) -> anyhow::
     }
     let token = auth::new_token();
     if store.set_admin_token(&auth::hash_token(&token), true).await.context("saving the admin token")? {
-        let path = config.data_dir.join("admin-token");
-        write_owner_only(&path, &token)?;
-        println!("admin token (shown once; also saved in {}): {token}", path.display());
+        match &config.database {
+            Database::Embedded => {
+                let path = config.data_dir.join("admin-token");
+                write_owner_only(&path, &token)?;
+                println!("admin token (shown once; also saved in {}): {token}", path.display());
+            }
+            // Servers sharing a database share no directory: the database keeps the token's hash
+            // only, and the one server that made it prints it once.
+            Database::Postgres { .. } => println!("admin token (shown once, kept only as a hash): {token}"),
+        }
     }
     Ok(())
 }

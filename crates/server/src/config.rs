@@ -31,6 +31,41 @@ pub enum Command {
     Verify(crate::cli::VerifyArgs),
     /// Makes a server send a sample of an event to its endpoints subscribed to it.
     Trigger(crate::cli::TriggerArgs),
+    /// Applies the database migrations without serving (ahead of a rollout), then exits.
+    Migrate(MigrateArgs),
+}
+
+/// `estate-crm migrate`'s flags: the same database choice as `serve`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data directory whose embedded database to migrate.
+    #[arg(long, env = "ESTATE_CRM_DATA_DIR", default_value = "./estate-crm-data")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL to migrate instead of the embedded database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl MigrateArgs {
+    /// Which database to migrate.
+    pub fn database(&self) -> anyhow::Result<Database> {
+        database(self.database_url.clone(), DEFAULT_POOL)
+    }
+}
+
+/// The PostgreSQL pool's size when no flag says.
+const DEFAULT_POOL: usize = 16;
+/// The most connections one server may hold: each is a PostgreSQL backend process.
+const MAX_POOL: usize = 1024;
+
+fn database(url: Option<String>, pool: usize) -> anyhow::Result<Database> {
+    match url.filter(|u| !u.is_empty()) {
+        None => Ok(Database::Embedded),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Database::Postgres { url, pool })
+        }
+        Some(_) => bail!("--database-url must be a postgres:// URL; leave it out to use the embedded database"),
+    }
 }
 
 /// `estate-crm serve`'s flags, as given. A flag beats the environment.
@@ -45,6 +80,10 @@ pub struct ServeArgs {
     /// A PostgreSQL URL, instead of the embedded database.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// How many connections to PostgreSQL the server's reads may hold at once (the writer has one
+    /// more of its own).
+    #[arg(long, env = "ESTATE_CRM_DATABASE_POOL", default_value_t = DEFAULT_POOL)]
+    pub database_pool: usize,
     /// The URL this server is reached at, as payloads' `site_url` says (default: http:// + the listen address).
     #[arg(long, env = "ESTATE_CRM_SITE_URL")]
     pub site_url: Option<String>,
@@ -77,7 +116,12 @@ pub enum Database {
     /// The embedded SQLite database in the data directory.
     Embedded,
     /// A PostgreSQL database.
-    Postgres(String),
+    Postgres {
+        /// Its `postgres://` URL.
+        url: String,
+        /// How many connections reads may hold at once.
+        pool: usize,
+    },
 }
 
 /// The resolved, validated configuration.
@@ -121,11 +165,10 @@ impl ServeArgs {
         if delivery_timeout.is_zero() || delivery_timeout > Duration::from_secs(300) {
             bail!("--delivery-timeout must be between 1ms and 5m");
         }
-        let database = match self.database_url.filter(|u| !u.is_empty()) {
-            None => Database::Embedded,
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Database::Postgres(url),
-            Some(_) => bail!("--database-url must be a postgres:// URL; leave it out to use the embedded database"),
-        };
+        if self.database_pool == 0 || self.database_pool > MAX_POOL {
+            bail!("--database-pool must be between 1 and {MAX_POOL}");
+        }
+        let database = database(self.database_url, self.database_pool)?;
         if let Some(site_url) = &self.site_url {
             let parsed = url::Url::parse(site_url)
                 .with_context(|| format!("--site-url {site_url:?} is not a URL like https://crm.example.com"))?;

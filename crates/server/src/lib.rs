@@ -19,4 +19,4 @@ mod routes;
 mod state;
 pub mod telemetry;
 
-pub use app::Application;
+pub use app::{Application, migrate};

@@ -37,5 +37,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Listen(args) => estate_crm::cli::listen(args),
         Command::Verify(args) => estate_crm::cli::verify(args),
         Command::Trigger(args) => estate_crm::cli::trigger(args),
+        Command::Migrate(args) => {
+            let database = args.database()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(estate_crm::migrate(&database, &args.data_dir))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -29,8 +29,8 @@ use serde_json::Value;
 
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
-pub use postgres::{PgConfig, PgStore, SchemaVersions, migrate_postgres};
-pub use sqlite::{SqliteConfig, SqliteStore};
+pub use postgres::{PgConfig, PgStore, migrate_postgres};
+pub use sqlite::{SqliteConfig, SqliteStore, migrate_sqlite};
 pub use types::*;
 
 /// What the server and the dispatcher need from storage. Implementations keep the transactional

@@ -656,3 +656,12 @@ pub struct EndpointHealth {
     /// Deliveries of events since the window's start that failed.
     pub failed: u64,
 }
+
+/// How far a database's schema is, and how far this binary can take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersions {
+    /// The database's version before anything was applied.
+    pub found: usize,
+    /// The version it is at now.
+    pub now: usize,
+}

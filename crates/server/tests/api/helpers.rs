@@ -30,6 +30,8 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub token: String,
     pub data_dir: Arc<tempfile::TempDir>,
+    /// The PostgreSQL database the server keeps its data in, in the `api_postgres` run.
+    pub database: Option<Arc<crate::pg::TestDatabase>>,
     args: Vec<String>,
     child: Child,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -44,6 +46,11 @@ pub struct Answer {
     pub headers: hyper::HeaderMap,
     pub body: Value,
     pub raw: Bytes,
+}
+
+/// Whether this run keeps the servers' data in PostgreSQL (the `api_postgres` test binary).
+pub fn on_postgres() -> bool {
+    env!("CARGO_CRATE_NAME") == "api_postgres"
 }
 
 impl TestApp {
@@ -66,12 +73,24 @@ impl TestApp {
         let data_dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
         let defaults = ["--retry-schedule", "200ms,200ms", "--delivery-timeout", "2s"];
         let args = policy.iter().chain(&defaults).chain(extra).map(|s| s.to_string()).collect();
-        TestApp::start(data_dir, args).await
+        // With the PostgreSQL variants turned off (said on stderr), this run's servers use SQLite.
+        let database = match on_postgres() {
+            true => crate::pg::TestDatabase::create().await.map(Arc::new),
+            false => None,
+        };
+        TestApp::start(data_dir, database, args).await
     }
 
-    async fn start(data_dir: Arc<tempfile::TempDir>, args: Vec<String>) -> TestApp {
+    async fn start(
+        data_dir: Arc<tempfile::TempDir>,
+        database: Option<Arc<crate::pg::TestDatabase>>,
+        args: Vec<String>,
+    ) -> TestApp {
         let data_path = data_dir.path().to_owned();
-        let spawn_args = args.clone();
+        let mut spawn_args = args.clone();
+        if let Some(database) = &database {
+            spawn_args.extend(["--database-url".to_owned(), database.url.clone()]);
+        }
         let (child, address, output) = tokio::task::spawn_blocking(move || {
             let mut child = Command::new(env!("CARGO_BIN_EXE_estate-crm"))
                 .arg("serve")
@@ -107,7 +126,7 @@ impl TestApp {
         .await
         .expect("spawning the server");
         let client = Client::builder(TokioExecutor::new()).build_http();
-        TestApp { address, token: ADMIN_TOKEN.into(), data_dir, args, child, client, output }
+        TestApp { address, token: ADMIN_TOKEN.into(), data_dir, database, args, child, client, output }
     }
 
     /// The first line the server printed after its start line that contains `needle`, waiting for
@@ -129,7 +148,7 @@ impl TestApp {
     pub async fn kill_and_restart(mut self) -> TestApp {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("the killed server is reaped");
-        TestApp::start(self.data_dir.clone(), self.args.clone()).await
+        TestApp::start(self.data_dir.clone(), self.database.clone(), self.args.clone()).await
     }
 
     /// Stops the server with SIGTERM and waits for it to exit; answers its exit status.
@@ -142,7 +161,7 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         let status = self.terminate();
         assert!(status.success(), "a graceful stop exits 0, got {status}");
-        TestApp::start(self.data_dir.clone(), self.args.clone()).await
+        TestApp::start(self.data_dir.clone(), self.database.clone(), self.args.clone()).await
     }
 
     pub fn url(&self, path: &str) -> String {

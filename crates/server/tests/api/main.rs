@@ -1,7 +1,10 @@
 //! Integration tests: the real `estate-crm` binary on a random port with a fresh data directory,
-//! and real HTTP receivers inside the tests. One binary, one module per area.
+//! and real HTTP receivers inside the tests. One binary, one module per area; built twice, as `api`
+//! (the embedded SQLite store) and `api_postgres` (each server on a fresh PostgreSQL database).
 
 mod helpers;
+#[path = "../../../store/tests/support/pg.rs"]
+mod pg;
 
 mod bulk;
 mod cli;

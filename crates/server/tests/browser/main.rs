@@ -6,6 +6,9 @@
 
 #[path = "../api/helpers.rs"]
 mod helpers;
+// The harness can keep data in PostgreSQL; the browser tests keep it in SQLite.
+#[path = "../../../store/tests/support/pg.rs"]
+mod pg;
 
 mod axe;
 mod chrome;

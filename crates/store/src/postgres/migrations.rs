@@ -9,7 +9,7 @@
 
 use tokio_postgres::Client;
 
-use crate::StoreError;
+use crate::{SchemaVersions, StoreError};
 
 /// The advisory lock key migrations run under (any constant both a server and `estate-crm migrate`
 /// agree on; "estate-crm" in ASCII, cut to 63 bits).
@@ -165,15 +165,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
     "#,
 ];
-
-/// How far a database's schema is, and how far this binary can take it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SchemaVersions {
-    /// The database's version before anything was applied.
-    pub found: usize,
-    /// The version it is at now.
-    pub now: usize,
-}
 
 /// Brings the database up to the newest schema, each migration in its own transaction, all under a
 /// session advisory lock: a second server starting meanwhile waits, then finds nothing to do.

@@ -27,8 +27,6 @@ use crate::prepare::Preparer;
 use crate::*;
 use writer::{Writer, WriterState};
 
-pub use migrations::SchemaVersions;
-
 /// How long a request waits for a free connection before it is answered with an error.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 /// How long making a connection may take.

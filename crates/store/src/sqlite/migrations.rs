@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use crate::StoreError;
+use crate::{SchemaVersions, StoreError};
 
 /// Each entry moves the schema one version up. Append only: a released migration never changes.
 const MIGRATIONS: &[&str] = &[
@@ -256,7 +256,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<SchemaVersions, StoreError> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if current > MIGRATIONS.len() {
         return Err(StoreError::internal(
@@ -274,7 +274,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
     }
-    Ok(())
+    Ok(SchemaVersions { found: current, now: current.max(MIGRATIONS.len()) })
 }
 
 #[cfg(test)]

@@ -46,6 +46,14 @@ pub struct SqliteConfig {
     pub site_url: String,
 }
 
+/// Applies the migrations to the database in a data directory without opening a store
+/// (`estate-crm migrate`). Fails if a server holds the directory.
+pub fn migrate_sqlite(data_dir: &Path) -> Result<SchemaVersions, StoreError> {
+    let _lock = lock_data_dir(data_dir)?;
+    let mut conn = open_connection(&data_dir.join("estate-crm.db"), true)?;
+    migrations::migrate(&mut conn)
+}
+
 /// The embedded store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
