@@ -155,7 +155,9 @@ async fn open_store(config: &Config, site_url: &str) -> anyhow::Result<Arc<dyn S
         Database::Postgres { url, pool } => {
             let store = PgStore::open(&PgConfig { url: url.clone(), pool_size: *pool, site_url: site_url.to_owned() })
                 .await
-                .map_err(|err| anyhow::anyhow!("could not use the database {}: {err}", without_password(url)))?;
+                .map_err(|err| {
+                    anyhow::anyhow!("could not use the database of --database-url {}: {err}", without_password(url))
+                })?;
             Ok(Arc::new(store))
         }
     }
@@ -170,9 +172,9 @@ pub async fn migrate(database: &Database, data_dir: &Path) -> anyhow::Result<()>
             (versions, SqliteStore::database_path(data_dir).display().to_string())
         }
         Database::Postgres { url, .. } => {
-            let versions = estate_crm_store::migrate_postgres(url)
-                .await
-                .map_err(|err| anyhow::anyhow!("could not migrate the database {}: {err}", without_password(url)))?;
+            let versions = estate_crm_store::migrate_postgres(url).await.map_err(|err| {
+                anyhow::anyhow!("could not migrate the database of --database-url {}: {err}", without_password(url))
+            })?;
             (versions, format!("PostgreSQL at {}", without_password(url)))
         }
     };

@@ -81,8 +81,29 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        // PostgreSQL's text cannot hold a NUL; a client's text that has one is refused, not a 500
+        // (the fields people type are checked before; this is the floor under any other).
+        if err.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE) {
+            return StoreError::invalid(FieldErrors::single("text", "may not contain the NUL character (\\u0000)"));
+        }
         StoreError::internal("database error", err)
     }
+}
+
+/// An error and its causes on one line, each cause said once.
+pub(crate) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !line.contains(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {

@@ -102,6 +102,11 @@ fn parse_field(
         "description" => {
             patch.description = Some(match value {
                 Value::Null => None,
+                // Neither store could keep it the same (PostgreSQL's text has no NUL), and no
+                // person types one.
+                Value::String(s) if s.contains('\0') => {
+                    return Err("may not contain the NUL character (\\u0000)".into());
+                }
                 Value::String(s) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Some(s.clone()),
                 _ => return Err(format!("must be a string of at most {MAX_DESCRIPTION_CHARS} characters")),
             })

@@ -131,7 +131,7 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
 
 /// The first connection's failure, said as what it means at start.
 fn unreachable(err: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::internal("reaching the database", err)
+    StoreError::internal("reaching the database", crate::error::with_causes(&err))
 }
 
 /// A random tag made once per database, part of every id (see `ids`). Two servers starting at once
