@@ -42,7 +42,7 @@ pub(super) async fn create_first_admin(ctx: &mut WriteCtx, new: &NewUser) -> Res
 }
 
 /// The advisory lock the one-time setup runs under ("setup" in ASCII).
-const FIRST_ADMIN_LOCK: i64 = 0x7365_7475_70;
+const FIRST_ADMIN_LOCK: i64 = 0x0073_6574_7570;
 
 /// The user with this email (any case).
 pub(super) async fn user_by_email(
