@@ -1,15 +1,15 @@
-//! The dispatcher's reads against a real database file: owed first attempts in event order, read
+//! The dispatcher's reads against a real database, on both stores: owed first attempts in event order, read
 //! again after a lane puts one back, and the batch limit kept.
+
+mod support;
 
 use estate_crm_domain::RecordKind;
 use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
-use estate_crm_store::{Actor, EndpointSource, EndpointSpec, Role, SqliteConfig, SqliteStore, Store};
+use estate_crm_store::{Actor, EndpointSource, EndpointSpec, Role};
 use serde_json::json;
+use support::stores::TestStore;
 
-async fn store_with_three_contacts(dir: &tempfile::TempDir) -> (SqliteStore, String) {
-    let store =
-        SqliteStore::open(&SqliteConfig { data_dir: dir.path().to_owned(), site_url: "http://127.0.0.1:8080".into() })
-            .unwrap();
+async fn with_three_contacts(store: &TestStore) -> String {
     let endpoint = store
         .create_endpoint(EndpointSpec {
             url: "http://127.0.0.1:9/hook".into(),
@@ -28,17 +28,15 @@ async fn store_with_three_contacts(dir: &tempfile::TempDir) -> (SqliteStore, Str
     for name in ["A", "B", "C"] {
         store.create_record(&actor, RecordKind::Contact, json!({"first_name": name})).await.unwrap();
     }
-    (store, endpoint.id)
+    endpoint.id
 }
 
 fn keys(due: &[estate_crm_store::DueDelivery]) -> Vec<i64> {
     due.iter().map(|d| d.seq).collect()
 }
 
-#[tokio::test]
-async fn owed_deliveries_come_in_event_order_and_a_put_back_one_is_read_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, endpoint) = store_with_three_contacts(&dir).await;
+async fn owed_deliveries_come_in_event_order_and_a_put_back_one_is_read_again(store: TestStore) {
+    let endpoint = with_three_contacts(&store).await;
     let now = i64::MAX;
 
     let all = keys(&store.due_deliveries(&endpoint, 0, now, 10).await.unwrap());
@@ -52,3 +50,7 @@ async fn owed_deliveries_come_in_event_order_and_a_put_back_one_is_read_again() 
     assert_eq!(keys(&store.due_deliveries(&endpoint, all[0], now, 1).await.unwrap()), vec![all[1]]);
     assert_eq!(keys(&store.due_deliveries(&endpoint, all[2], now, 10).await.unwrap()), Vec::<i64>::new());
 }
+
+both_stores!();
+
+both_stores!(owed_deliveries_come_in_event_order_and_a_put_back_one_is_read_again);

@@ -2,19 +2,16 @@
 //! event, the purge keeps what the sync still owes HubSpot, and one commit moves the cursor, the
 //! mappings and the log together.
 
+mod support;
+
 use estate_crm_domain::RecordKind;
 use estate_crm_store::{
-    Actor, HubspotCommit, HubspotMapping, HubspotPatch, MappingChange, NewSyncLogEntry, PageRequest, Role,
-    SqliteConfig, SqliteStore, Store,
+    Actor, HubspotCommit, HubspotMapping, HubspotPatch, MappingChange, NewSyncLogEntry, PageRequest, Role, Store,
 };
 use serde_json::json;
+use support::stores::TestStore;
 
-fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&SqliteConfig { data_dir: dir.path().to_owned(), site_url: "http://127.0.0.1:8080".into() })
-        .unwrap()
-}
-
-async fn contact(store: &SqliteStore, name: &str) -> String {
+async fn contact(store: &dyn Store, name: &str) -> String {
     let actor = Actor { user_id: "usr_test".into(), role: Role::Admin };
     store.create_record(&actor, RecordKind::Contact, json!({"first_name": name})).await.unwrap().id
 }
@@ -23,17 +20,14 @@ fn connect() -> HubspotPatch {
     HubspotPatch { access_token: Some("pat-test".into()), ..HubspotPatch::default() }
 }
 
-#[tokio::test]
-async fn the_cursor_starts_at_the_newest_event_and_the_purge_keeps_what_hubspot_is_owed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    contact(&store, "Before").await;
+async fn the_cursor_starts_at_the_newest_event_and_the_purge_keeps_what_hubspot_is_owed(store: TestStore) {
+    contact(&*store, "Before").await;
     let settings = store.put_hubspot_settings(connect()).await.unwrap();
     assert_eq!(settings.cursor, 1, "what existed before the connection is the backfill's");
     assert!(store.hubspot_events_after(settings.cursor, 10).await.unwrap().is_empty());
 
     for name in ["A", "B", "C"] {
-        contact(&store, name).await;
+        contact(&*store, name).await;
     }
     store.purge(i64::MAX).await.unwrap();
     let owed = store.hubspot_events_after(settings.cursor, 10).await.unwrap();
@@ -45,12 +39,9 @@ async fn the_cursor_starts_at_the_newest_event_and_the_purge_keeps_what_hubspot_
     assert_eq!(left.items.len(), 1, "once HubSpot has them, old events may go (the newest stays)");
 }
 
-#[tokio::test]
-async fn a_commit_moves_cursor_mappings_and_log_together_and_a_pause_waits_for_new_settings() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn a_commit_moves_cursor_mappings_and_log_together_and_a_pause_waits_for_new_settings(store: TestStore) {
     let settings = store.put_hubspot_settings(connect()).await.unwrap();
-    let ada = contact(&store, "Ada").await;
+    let ada = contact(&*store, "Ada").await;
     let mapping = HubspotMapping { hubspot_id: "901".into(), sent: "{}".into() };
     let line = |action| NewSyncLogEntry {
         kind: RecordKind::Contact,
@@ -112,3 +103,8 @@ async fn a_commit_moves_cursor_mappings_and_log_together_and_a_pause_waits_for_n
     assert_eq!(resumed.paused_reason, None, "saving the settings resumes");
     assert_eq!(resumed.cursor, 1, "and keeps the cursor");
 }
+
+both_stores!(
+    the_cursor_starts_at_the_newest_event_and_the_purge_keeps_what_hubspot_is_owed,
+    a_commit_moves_cursor_mappings_and_log_together_and_a_pause_waits_for_new_settings
+);

@@ -1,20 +1,15 @@
 //! The web app's store calls against a real database file: the 24-hour counts (owed deliveries
 //! included), sessions and their limits, passwords ending sessions, and the one-time first admin.
 
+mod support;
+
 use bytes::Bytes;
 use estate_crm_domain::RecordKind;
 use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
 use estate_crm_store::credentials::hash_password;
-use estate_crm_store::{
-    Actor, EndpointSource, EndpointSpec, NewUser, NextStep, Outcome, Role, SessionLimits, SqliteConfig, SqliteStore,
-    Store,
-};
+use estate_crm_store::{Actor, EndpointSource, EndpointSpec, NewUser, NextStep, Outcome, Role, SessionLimits};
 use serde_json::json;
-
-fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&SqliteConfig { data_dir: dir.path().to_owned(), site_url: "http://127.0.0.1:8080".into() })
-        .unwrap()
-}
+use support::stores::TestStore;
 
 fn outcome(seq: i64, endpoint: &str, next: NextStep) -> Outcome {
     Outcome {
@@ -30,10 +25,7 @@ fn outcome(seq: i64, endpoint: &str, next: NextStep) -> Outcome {
     }
 }
 
-#[tokio::test]
-async fn health_counts_delivered_and_failed_in_the_window_and_every_pending_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn health_counts_delivered_and_failed_in_the_window_and_every_pending_one(store: TestStore) {
     let spec = EndpointSpec {
         url: "http://127.0.0.1:9/hook".into(),
         events: EventFilter::All,
@@ -90,10 +82,7 @@ async fn health_counts_delivered_and_failed_in_the_window_and_every_pending_one(
 
 const LIMITS: SessionLimits = SessionLimits { idle_ms: 1_000, absolute_ms: 10_000 };
 
-#[tokio::test]
-async fn sessions_end_when_idle_too_long_or_too_old_and_a_new_password_ends_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn sessions_end_when_idle_too_long_or_too_old_and_a_new_password_ends_the_others(store: TestStore) {
     let hash = hash_password("a password").unwrap();
     let user = store
         .create_user(NewUser {
@@ -126,10 +115,7 @@ async fn sessions_end_when_idle_too_long_or_too_old_and_a_new_password_ends_the_
     assert!(store.find_session("two", 20_001, LIMITS).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn the_first_admin_is_made_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn the_first_admin_is_made_once(store: TestStore) {
     assert!(!store.any_password_set().await.unwrap());
     let new = |email: &str| NewUser {
         name: "Ann".into(),
@@ -143,10 +129,7 @@ async fn the_first_admin_is_made_once() {
     assert_eq!(store.list_users().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn counts_remembered_for_settled_event_ranges_still_follow_status_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn counts_remembered_for_settled_event_ranges_still_follow_status_changes(store: TestStore) {
     let spec = EndpointSpec {
         url: "http://127.0.0.1:9/hook".into(),
         events: EventFilter::All,
@@ -182,10 +165,7 @@ async fn counts_remembered_for_settled_event_ranges_still_follow_status_changes(
     assert_eq!(counts(store.endpoint_health(day_ago).await.unwrap()), (9_999, 2, 0), "a new one is owed");
 }
 
-#[tokio::test]
-async fn the_log_filtered_by_event_pages_newest_first_with_the_other_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn the_log_filtered_by_event_pages_newest_first_with_the_other_filters(store: TestStore) {
     let spec = EndpointSpec {
         url: "http://127.0.0.1:9/hook".into(),
         events: EventFilter::All,
@@ -244,3 +224,11 @@ async fn the_log_filtered_by_event_pages_newest_first_with_the_other_filters() {
     let none = store.list_deliveries(filter(None, None, "deal.won"), page(100, None)).await.unwrap();
     assert!(none.items.is_empty());
 }
+
+both_stores!(
+    health_counts_delivered_and_failed_in_the_window_and_every_pending_one,
+    sessions_end_when_idle_too_long_or_too_old_and_a_new_password_ends_the_others,
+    the_first_admin_is_made_once,
+    counts_remembered_for_settled_event_ranges_still_follow_status_changes,
+    the_log_filtered_by_event_pages_newest_first_with_the_other_filters
+);
