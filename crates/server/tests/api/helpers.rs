@@ -64,6 +64,13 @@ impl TestApp {
         TestApp::spawn_args(&["--allow-private-targets"], extra).await
     }
 
+    /// Starts a server on this PostgreSQL database (made and migrated by the test).
+    pub async fn spawn_on(database: Arc<crate::pg::TestDatabase>) -> TestApp {
+        let data_dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        let args = ["--allow-private-targets", "--retry-schedule", "200ms,200ms"].map(str::to_owned).to_vec();
+        TestApp::start(data_dir, Some(database), args).await
+    }
+
     /// Starts a server as it runs in production: webhooks may go to public addresses only.
     pub async fn spawn_public_only() -> TestApp {
         TestApp::spawn_args(&[], &[]).await

@@ -31,5 +31,6 @@ mod web_hubspot;
 mod cli_tools;
 mod hooks;
 mod interop;
+mod migrate;
 mod rotation;
 mod slack;
