@@ -103,6 +103,14 @@ impl PgStore {
     async fn reader(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.inner.readers.get().await?)
     }
+
+    /// `count` record seqs: from the block in hand, else with a connection to take more blocks.
+    async fn record_seqs(&self, count: usize) -> Result<Vec<i64>, StoreError> {
+        match self.inner.seqs.take_in_hand(count).await {
+            Some(seqs) => Ok(seqs),
+            None => self.inner.seqs.take(&*self.reader().await?, count).await,
+        }
+    }
 }
 
 /// Applies the migrations without opening a store (`estate-crm migrate`).
@@ -159,7 +167,7 @@ impl Store for PgStore {
         if kind == RecordKind::Enquiry {
             return write!(self, |ctx| records::create(ctx, &actor, kind, &input));
         }
-        let seq = self.inner.seqs.take(&*self.reader().await?, 1).await?[0];
+        let seq = self.record_seqs(1).await?[0];
         let prepared = self.inner.preparer.prepare_numbered(seq, &actor, kind, &input).map_err(StoreError::invalid)?;
         write!(self, |ctx| records::insert_prepared(ctx, &actor, prepared))
     }
@@ -190,7 +198,7 @@ impl Store for PgStore {
                 // Validating and encoding thousands of rows is CPU work: it runs on a blocking thread,
                 // in runs that the writer inserts as they come, so that preparing and writing overlap.
                 let expected = rows.len();
-                let seqs = self.inner.seqs.take(&*self.reader().await?, expected).await?;
+                let seqs = self.record_seqs(expected).await?;
                 let (runs, prepared) = tokio::sync::mpsc::channel(PREPARED_RUNS_AHEAD);
                 let preparer = self.inner.preparer.clone();
                 let rows_actor = actor.clone();

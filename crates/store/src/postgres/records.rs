@@ -34,6 +34,18 @@ pub(crate) struct RecordSeqs {
 }
 
 impl RecordSeqs {
+    /// `count` fresh seqs from the block in hand, if it has that many (no round trip).
+    pub async fn take_in_hand(&self, count: usize) -> Option<Vec<i64>> {
+        let mut block = self.block.lock().await;
+        let count = i64::try_from(count).ok()?;
+        if block.1 - block.0 < count {
+            return None;
+        }
+        let seqs = (block.0..block.0 + count).collect();
+        block.0 += count;
+        Some(seqs)
+    }
+
     /// `count` fresh seqs, in increasing order.
     pub async fn take(&self, client: &ClientWrapper, count: usize) -> Result<Vec<i64>, StoreError> {
         let mut block = self.block.lock().await;
