@@ -10,10 +10,12 @@
 //! dispatcher's cursors rely on (an endpoint's cursor moves past an event only once everything
 //! before it is settled). A sequence would hand out numbers before commit, so a reader could see
 //! seq 11 committed while seq 10 is still in flight, move a cursor past 10 and never deliver it.
-//! Instead, the first event of a transaction takes a transaction-level advisory lock, reads the
-//! newest seq and numbers on from it; the lock is held until the commit. Within a server there is
-//! one writer, so the lock costs nothing but its round trip, once per group commit; servers sharing
-//! the database take turns at it, each turn carrying a whole batch.
+//! Instead, every transaction of the writer begins by taking a transaction-level advisory lock,
+//! sent with `BEGIN` in the same round trip and held until the commit; the first event of the
+//! transaction reads the newest seq and numbers on from it. Within a server there is one writer, so
+//! the lock costs nothing; servers sharing the database take turns, a whole batch per turn. Taking
+//! it first, always, means writers of different servers never wait for each other in two orders (a
+//! lock taken only at the first event could be waited for while holding a row another writer needs).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,8 +31,9 @@ use crate::{ChangeFeed, Changes, StoreError};
 const MAX_BATCH: usize = 512;
 /// How many requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
-/// The advisory lock that numbers events ("events" in ASCII).
-const EVENT_SEQ_LOCK: i64 = 0x6576_656e_7473;
+/// How every writer transaction begins: with the writers' advisory lock ("events" in ASCII), held
+/// to its commit.
+const BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(111559182283891)";
 
 /// A boxed future that borrows the writer's context.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -81,7 +84,7 @@ pub(crate) struct WriteCtx {
     pub state: WriterState,
     /// What this job changed that the dispatcher must hear of.
     pub changes: Changes,
-    /// The last event seq given in this transaction; `None` until the event lock is taken.
+    /// The last event seq given in this transaction; `None` until its first event.
     last_event_seq: Option<i64>,
     /// A savepoint could not be taken, released or rolled back: the transaction may hold a failed
     /// job's work, so it must not commit.
@@ -89,14 +92,12 @@ pub(crate) struct WriteCtx {
 }
 
 impl WriteCtx {
-    /// Numbers `count` new events: answers the first seq, the others follow it. The first call in
-    /// a transaction takes the event lock (see the module's documentation).
+    /// Numbers `count` new events: answers the first seq, the others follow it. The transaction
+    /// holds the writers' lock (see the module's documentation), so nobody else numbers meanwhile.
     pub async fn next_event_seqs(&mut self, count: usize) -> Result<i64, StoreError> {
         let last = match self.last_event_seq {
             Some(last) => last,
             None => {
-                let lock = self.client.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
-                self.client.execute(&lock, &[&EVENT_SEQ_LOCK]).await?;
                 let newest = self.client.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events").await?;
                 self.client.query_one(&newest, &[]).await?.get(0)
             }
@@ -236,9 +237,11 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ()
     while jobs.peek().is_some() {
         ctx.last_event_seq = None;
         ctx.poisoned = false;
-        if let Err(err) = ctx.client.batch_execute("BEGIN").await {
+        if let Err(err) = ctx.client.batch_execute(BEGIN).await {
             let err = StoreError::internal("starting a transaction", err);
             tracing::error!(error = %err, "the writer could not start a transaction");
+            // The BEGIN may have gone through and the lock not: end what was begun.
+            let _ = ctx.client.batch_execute("ROLLBACK").await;
             let mut rest: Vec<Job> = jobs.collect();
             refuse(&mut rest, &err).await;
             return Err(());
