@@ -266,3 +266,34 @@ async fn users_and_tokens() {
     store.delete_token(&token.id, Some(&ann.id)).await.unwrap();
     assert!(store.find_token("hash-ann").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn requests_failing_inside_a_group_commit_undo_only_themselves() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    // Each email twice, all at once: many land in the same commit, where the second of a pair fails
+    // in its savepoint and the others stay.
+    let mut writes = Vec::new();
+    for n in 0..200 {
+        let store = store.clone();
+        let email = format!("pair{}@example.com", n / 2);
+        writes.push(tokio::spawn(async move {
+            store.create_record(&admin(), RecordKind::Contact, json!({"first_name": "P", "email": email})).await
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for write in writes {
+        match write.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(err) if matches!(err.kind(), ErrorKind::Conflict(_)) => refused += 1,
+            Err(err) => panic!("only conflicts may fail: {err}"),
+        }
+    }
+    assert_eq!((created, refused), (100, 100));
+    let client = connect(&db.url).await;
+    let seqs: Vec<i64> =
+        client.query("SELECT seq FROM events ORDER BY seq", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=100).collect::<Vec<i64>>(), "one event per contact made, numbered without a gap");
+    let records: i64 = client.query_one("SELECT COUNT(*) FROM records", &[]).await.unwrap().get(0);
+    assert_eq!(records, 100);
+}
