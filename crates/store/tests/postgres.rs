@@ -297,3 +297,37 @@ async fn requests_failing_inside_a_group_commit_undo_only_themselves() {
     let records: i64 = client.query_one("SELECT COUNT(*) FROM records", &[]).await.unwrap().get(0);
     assert_eq!(records, 100);
 }
+
+#[tokio::test]
+async fn connections_cut_by_the_server_are_made_again_without_a_restart() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    store.create_record(&admin(), RecordKind::Contact, json!({"first_name": "Before"})).await.unwrap();
+    let admin_url = support::pg::admin_url().expect("a PostgreSQL server");
+    let killer = connect(&admin_url).await;
+    let database = db.url.rsplit('/').next().unwrap().to_owned();
+    let cut: i64 = killer
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(cut >= 2, "the writer's and a reader's connections were cut ({cut})");
+    // The request that finds its connection cut fails (nothing of it written); the next ones get new
+    // connections. A bounded number of tries, no waiting.
+    let mut made = 0;
+    for attempt in 0..3 {
+        if store
+            .create_record(&admin(), RecordKind::Contact, json!({"first_name": format!("After{attempt}")}))
+            .await
+            .is_ok()
+        {
+            made += 1;
+        }
+    }
+    assert!(made >= 2, "writes work again after at most one failure ({made} of 3)");
+    let events = all_events(&store).await;
+    assert_eq!(events.len(), 1 + made, "every acknowledged change has its event, and no failed one has");
+}

@@ -70,7 +70,7 @@ impl PgStore {
     /// with a one-line reason when the database cannot be reached or is newer than this binary.
     pub async fn open(config: &PgConfig) -> Result<PgStore, StoreError> {
         let readers = pool(&config.url, config.pool_size.max(1))?;
-        let writer_pool = pool(&config.url, 1)?;
+        let writer_pool = pool(&config.url, 2)?;
         {
             let mut client = writer_pool.get().await.map_err(unreachable)?;
             migrations::migrate(&mut client).await?;

@@ -114,8 +114,9 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on its own connection from `pool` (a pool of one, so that a
-    /// connection lost is made again on the next batch).
+    /// Starts the writer task on its own connection from `pool`: a pool of two, so that a
+    /// connection the database closed is replaced on the next batch while the writer still holds
+    /// the dead one.
     pub async fn start(pool: Pool, state: WriterState, feed: Arc<ChangeFeed>) -> Result<Writer, StoreError> {
         let client = pool.get().await?;
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
@@ -204,8 +205,10 @@ async fn run(pool: Pool, mut ctx: WriteCtx, mut jobs: mpsc::Receiver<Job>, feed:
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if ctx.client.is_closed() {
+            // The database closed the connection (a restart, a failover, an administrator): a new
+            // one for this batch; the dead one leaves the pool for good.
             match pool.get().await {
-                Ok(client) => ctx.client = client,
+                Ok(client) => drop(Object::take(std::mem::replace(&mut ctx.client, client))),
                 Err(err) => {
                     let err = StoreError::from(err);
                     tracing::error!(error = %err, "the writer has no connection to the database");
