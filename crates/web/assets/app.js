@@ -26,6 +26,8 @@
           body.lastRows = rows;
           body.innerHTML = rows;
         }
+        // A part that has reached its end (a finished import's summary) is not asked for again.
+        if (body.querySelector("[data-live-end]")) window.clearInterval(body.liveTimer);
       })
       .catch(function () {})
       .then(function () {
@@ -37,7 +39,7 @@
     var bodies = document.querySelectorAll("[data-live]");
     Array.prototype.forEach.call(bodies, function (body) {
       if (!body.getAttribute("data-live")) return;
-      window.setInterval(function () {
+      body.liveTimer = window.setInterval(function () {
         refresh(body);
       }, LIVE_EVERY_MS);
     });

@@ -6,11 +6,13 @@ mod deliveries;
 pub(crate) mod endpoints;
 pub mod error_page;
 mod hubspot;
+mod import;
 mod records;
 mod users;
 mod webhooks;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use estate_crm_domain::{EventName, FieldErrors, RecordKind};
 use estate_crm_store::DeliveryStatus;
@@ -33,6 +35,16 @@ pub fn router() -> Router<WebState> {
         .route("/enquiries", get(records::enquiries))
         .route("/deals", get(records::deals))
         .route("/tasks", get(records::tasks))
+        .route(
+            "/contacts/import",
+            get(import::contacts_page).post(import::upload_contacts).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route("/contacts/import/{id}", get(import::contacts_job).post(import::start_contacts))
+        .route(
+            "/leads/import",
+            get(import::leads_page).post(import::upload_leads).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route("/leads/import/{id}", get(import::leads_job).post(import::start_leads))
         .route("/settings", get(|| async { axum::response::Redirect::to("/settings/webhooks") }))
         .route("/settings/webhooks", get(webhooks::page).post(webhooks::save))
         .route("/settings/webhooks/test", post(webhooks::test))
@@ -61,6 +73,9 @@ pub fn router() -> Router<WebState> {
         .route("/account/tokens", post(users::create_token))
         .route("/account/tokens/{id}/delete", post(users::delete_token))
 }
+
+/// The largest CSV upload's body: the file's own limit and room for the form around it.
+const UPLOAD_LIMIT: usize = crate::import::csv_file::MAX_BYTES + 64 * 1024;
 
 /// Each endpoint's counts for the last 24 hours, by endpoint id.
 pub type Health = std::sync::Arc<std::collections::HashMap<String, estate_crm_store::EndpointHealth>>;
@@ -101,6 +116,17 @@ fn current(on: bool) -> Option<&'static str> {
 
 /// The page shell: head, menu, and the page's content in `<main>`.
 pub fn shell(title: &str, visitor: Option<&Visitor>, section: Section, content: Markup) -> Markup {
+    shell_with_head(title, visitor, section, html! {}, content)
+}
+
+/// [`shell`] with more in `<head>` (a progress page's `<noscript>` refresh).
+pub fn shell_with_head(
+    title: &str,
+    visitor: Option<&Visitor>,
+    section: Section,
+    head: Markup,
+    content: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -110,6 +136,7 @@ pub fn shell(title: &str, visitor: Option<&Visitor>, section: Section, content: 
                 title { (title) " · estate-crm" }
                 link rel="stylesheet" href=(assets::stylesheet());
                 script src=(assets::script()) defer {}
+                (head)
             }
             body {
                 a.skip href="#main" { "Skip to content" }

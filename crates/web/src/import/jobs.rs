@@ -1,0 +1,469 @@
+//! Uploads waiting for their mapping and the imports running in the background, each with a bound
+//! and an expiry, and the import itself: rows checked with the domain's own validation, then
+//! written in batches of 10,000 through `Store::bulk`, all or nothing per batch as the bulk API is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use estate_crm_domain::{FieldErrors, change};
+use estate_crm_store::{Actor, BulkOp, ErrorKind, Store, StoreError};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::ImportKind;
+use super::csv_file::{CsvRow, CsvTable};
+use super::mapping::Mapping;
+
+/// Rows per `Store::bulk` call: the bulk API's own limit, so a batch is what one request could be.
+pub const BATCH_ROWS: usize = 10_000;
+/// Uploads kept waiting for their mapping at once (each holds its file, up to 32 MiB, in memory).
+const MAX_WAITING: usize = 8;
+/// How long an upload waits for its mapping.
+const WAITING_FOR: Duration = Duration::from_secs(30 * 60);
+/// Imports kept at once, queued, running or finished (a finished one for its summary).
+const MAX_JOBS: usize = 32;
+/// How long a finished import's summary is kept.
+const SUMMARY_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Imports that write at once; others queue. The writer is one thread, so more would only wait there.
+const RUNNING_AT_ONCE: usize = 2;
+/// Refused rows listed in a summary; beyond it they are counted only.
+pub const MAX_LISTED: usize = 1_000;
+
+/// Uploads and imports, shared by every page. Cheap to clone.
+#[derive(Clone)]
+pub struct Imports {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    running: Arc<Semaphore>,
+}
+
+impl Default for Imports {
+    fn default() -> Self {
+        Imports { entries: Arc::default(), running: Arc::new(Semaphore::new(RUNNING_AT_ONCE)) }
+    }
+}
+
+struct Entry {
+    owner: String,
+    kind: ImportKind,
+    since: Instant,
+    state: EntryState,
+}
+
+enum EntryState {
+    Waiting(Arc<Upload>),
+    Started(Arc<Job>),
+}
+
+/// A file that was read and waits for its mapping.
+#[derive(Debug)]
+pub struct Upload {
+    /// The file's name as the browser gave it.
+    pub file_name: String,
+    /// Its header and rows.
+    pub table: CsvTable,
+}
+
+/// What a page may show of an id.
+pub enum Found {
+    /// The file waits for its mapping.
+    Waiting(Arc<Upload>),
+    /// The import was started.
+    Started(Arc<Job>),
+}
+
+/// Why an upload or an import cannot be taken now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    /// Too many files wait for their mapping.
+    TooManyWaiting,
+    /// Too many imports are queued or running.
+    TooManyJobs,
+    /// The upload is gone (expired, or already started).
+    Gone,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Busy::TooManyWaiting => {
+                "Too many uploaded files are waiting for their columns to be matched. Try again in a few minutes."
+            }
+            Busy::TooManyJobs => "Too many imports are running or queued. Try again when one has finished.",
+            Busy::Gone => "This upload is no longer waiting (files wait 30 minutes). Upload the file again.",
+        })
+    }
+}
+
+impl Imports {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock leaves plain data behind; the map stays usable.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps an uploaded file until it is mapped; answers its id.
+    pub fn add_upload(&self, owner: &str, kind: ImportKind, upload: Upload) -> Result<String, Busy> {
+        let mut entries = self.lock();
+        forget_expired(&mut entries);
+        let waiting = entries.values().filter(|e| matches!(e.state, EntryState::Waiting(_))).count();
+        if waiting >= MAX_WAITING {
+            return Err(Busy::TooManyWaiting);
+        }
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let state = EntryState::Waiting(Arc::new(upload));
+        entries.insert(id.clone(), Entry { owner: owner.to_owned(), kind, since: Instant::now(), state });
+        Ok(id)
+    }
+
+    /// The upload or import `id` of this kind, if `actor` started it or is an administrator.
+    pub fn find(&self, actor: &Actor, kind: ImportKind, id: &str) -> Option<Found> {
+        let mut entries = self.lock();
+        forget_expired(&mut entries);
+        let entry = entries.get(id).filter(|e| e.kind == kind && may_see(actor, &e.owner))?;
+        Some(match &entry.state {
+            EntryState::Waiting(upload) => Found::Waiting(Arc::clone(upload)),
+            EntryState::Started(job) => Found::Started(Arc::clone(job)),
+        })
+    }
+
+    /// Starts importing upload `id` with `mapping` in the background, as `actor`.
+    pub fn start(
+        &self,
+        store: Arc<dyn Store>,
+        actor: Actor,
+        kind: ImportKind,
+        id: &str,
+        mapping: Mapping,
+    ) -> Result<Arc<Job>, Busy> {
+        let (upload, job) = {
+            let mut entries = self.lock();
+            forget_expired(&mut entries);
+            let jobs = entries.values().filter(|e| matches!(e.state, EntryState::Started(_))).count();
+            let entry =
+                entries.get_mut(id).filter(|e| e.kind == kind && may_see(&actor, &e.owner)).ok_or(Busy::Gone)?;
+            let EntryState::Waiting(upload) = &entry.state else {
+                return Err(Busy::Gone);
+            };
+            if jobs >= MAX_JOBS {
+                return Err(Busy::TooManyJobs);
+            }
+            let upload = Arc::clone(upload);
+            let job = Arc::new(Job::new(upload.table.rows.len()));
+            entry.state = EntryState::Started(Arc::clone(&job));
+            entry.since = Instant::now();
+            (upload, job)
+        };
+        let running = Arc::clone(&self.running);
+        let run = Run { store, actor, kind, mapping, job: Arc::clone(&job) };
+        tokio::spawn(async move {
+            // The semaphore is never closed, so a permit always comes.
+            let Ok(_permit) = running.acquire().await else { return };
+            run.job.update(|progress| progress.phase = Phase::Running);
+            run.rows(upload).await;
+        });
+        Ok(job)
+    }
+}
+
+fn may_see(actor: &Actor, owner: &str) -> bool {
+    actor.role == estate_crm_store::Role::Admin || actor.user_id == owner
+}
+
+/// Drops uploads past their wait and finished imports past their keep; a running one stays.
+fn forget_expired(entries: &mut HashMap<String, Entry>) {
+    entries.retain(|_, entry| match &entry.state {
+        EntryState::Waiting(_) => entry.since.elapsed() < WAITING_FOR,
+        EntryState::Started(job) => !job.progress().phase.is_over() || entry.since.elapsed() < SUMMARY_FOR,
+    });
+    // When too many finished summaries are kept, the oldest make room for new imports.
+    let mut finished: Vec<(Instant, String)> = entries
+        .iter()
+        .filter(|(_, e)| matches!(&e.state, EntryState::Started(job) if job.progress().phase.is_over()))
+        .map(|(id, e)| (e.since, id.clone()))
+        .collect();
+    let started = entries.values().filter(|e| matches!(e.state, EntryState::Started(_))).count();
+    if started >= MAX_JOBS {
+        finished.sort();
+        for (_, id) in finished.into_iter().take(started + 1 - MAX_JOBS) {
+            entries.remove(&id);
+        }
+    }
+}
+
+/// An import: how far it is and what became of each row.
+#[derive(Debug)]
+pub struct Job {
+    /// Data rows in the file.
+    pub total: usize,
+    progress: Mutex<Progress>,
+}
+
+/// Where an import is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for another import to finish.
+    Queued,
+    /// Writing.
+    Running,
+    /// Every batch was tried, in this many milliseconds.
+    Finished {
+        /// From the first batch to the last.
+        took_ms: u64,
+    },
+}
+
+impl Phase {
+    /// Whether nothing more will happen.
+    pub fn is_over(&self) -> bool {
+        matches!(self, Phase::Finished { .. })
+    }
+}
+
+/// The state of an import, copied out for a page.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Where it is.
+    pub phase: Phase,
+    /// Rows checked and written or refused.
+    pub rows_done: usize,
+    /// Records made.
+    pub imported: usize,
+    /// Rows refused by the check, listed up to [`MAX_LISTED`] problems.
+    pub refused: Vec<Problem>,
+    /// Rows refused by the check, counted.
+    pub refused_rows: usize,
+    /// Each batch tried so far.
+    pub batches: Vec<Batch>,
+}
+
+/// One thing wrong with one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The row's line in the file.
+    pub line: u64,
+    /// The field (`email`, `preferences.beds`), or `row` for the row as a whole.
+    pub field: String,
+    /// What is wrong, in the API's words.
+    pub message: String,
+}
+
+/// A batch of up to [`BATCH_ROWS`] rows of the file.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// 1 for the first.
+    pub number: usize,
+    /// The line of its first row.
+    pub first_line: u64,
+    /// The line of its last row.
+    pub last_line: u64,
+    /// What became of it.
+    pub outcome: BatchOutcome,
+}
+
+/// What became of a batch.
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    /// Its valid rows were written together; this many records.
+    Applied {
+        /// Records made.
+        imported: usize,
+    },
+    /// Every row in it was refused by the check: nothing to write.
+    NothingToWrite,
+    /// The store refused the batch, so none of its rows were written.
+    NotApplied {
+        /// The valid rows that were not written.
+        rows: usize,
+        /// Why: the store's message for each row it named, or one for the whole batch.
+        problems: Vec<Problem>,
+        /// The store's message when it named no row.
+        reason: Option<String>,
+    },
+}
+
+impl Job {
+    fn new(total: usize) -> Job {
+        let progress = Progress {
+            phase: Phase::Queued,
+            rows_done: 0,
+            imported: 0,
+            refused: Vec::new(),
+            refused_rows: 0,
+            batches: Vec::new(),
+        };
+        Job { total, progress: Mutex::new(progress) }
+    }
+
+    /// A copy of where it is now.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        change(&mut self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    }
+}
+
+/// One import's work.
+struct Run {
+    store: Arc<dyn Store>,
+    actor: Actor,
+    kind: ImportKind,
+    mapping: Mapping,
+    job: Arc<Job>,
+}
+
+/// A batch after the check: the rows to write, with their lines, and the problems of the others.
+struct Checked {
+    valid: Vec<Value>,
+    lines: Vec<u64>,
+    refused_rows: usize,
+    problems: Vec<Problem>,
+}
+
+impl Run {
+    async fn rows(self, upload: Arc<Upload>) {
+        let started = Instant::now();
+        let rows = upload.table.rows.len();
+        for (index, start) in (0..rows).step_by(BATCH_ROWS).enumerate() {
+            let end = (start + BATCH_ROWS).min(rows);
+            self.batch(index + 1, &upload, start..end).await;
+        }
+        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.job.update(|progress| progress.phase = Phase::Finished { took_ms });
+    }
+
+    async fn batch(&self, number: usize, upload: &Arc<Upload>, range: std::ops::Range<usize>) {
+        // Deliveries make way while the batch is checked and written, as for the bulk API.
+        let _importing = self.store.imports().start();
+        let rows = &upload.table.rows[range.clone()];
+        let (first_line, last_line) = (rows[0].line, rows[rows.len() - 1].line);
+        let checked = {
+            let (upload, kind, mapping, user_id) =
+                (Arc::clone(upload), self.kind, self.mapping.clone(), self.actor.user_id.clone());
+            tokio::task::spawn_blocking(move || check_rows(kind, &mapping, &user_id, &upload.table.rows[range])).await
+        };
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(err) => {
+                tracing::error!(error = %err, "checking a batch of imported rows failed");
+                let reason = Some("the rows could not be checked; nothing of this batch was written".to_owned());
+                let outcome = BatchOutcome::NotApplied { rows: rows.len(), problems: Vec::new(), reason };
+                self.finish_batch(Batch { number, first_line, last_line, outcome }, rows.len(), Vec::new(), 0);
+                return;
+            }
+        };
+        let outcome = if checked.valid.is_empty() {
+            BatchOutcome::NothingToWrite
+        } else {
+            let count = checked.valid.len();
+            match self.store.bulk(&self.actor, self.kind.record_kind(), BulkOp::Create(checked.valid)).await {
+                Ok(ids) => BatchOutcome::Applied { imported: ids.len() },
+                Err(err) => not_applied(&err, &checked.lines, count),
+            }
+        };
+        let batch = Batch { number, first_line, last_line, outcome };
+        self.finish_batch(batch, rows.len(), checked.problems, checked.refused_rows);
+    }
+
+    fn finish_batch(&self, batch: Batch, rows: usize, problems: Vec<Problem>, refused_rows: usize) {
+        self.job.update(|progress| {
+            progress.rows_done += rows;
+            if let BatchOutcome::Applied { imported } = batch.outcome {
+                progress.imported += imported;
+            }
+            progress.refused_rows += refused_rows;
+            let room = MAX_LISTED.saturating_sub(progress.refused.len());
+            progress.refused.extend(problems.into_iter().take(room));
+            progress.batches.push(batch);
+        });
+    }
+}
+
+/// Each row made into the API's object and checked as the bulk path checks it (the domain's
+/// `change::create`), so that a refused row is named here with its line rather than failing the
+/// batch it is in.
+fn check_rows(kind: ImportKind, mapping: &Mapping, user_id: &str, rows: &[CsvRow]) -> Checked {
+    let now = chrono::Utc::now();
+    let mut checked = Checked { valid: Vec::new(), lines: Vec::new(), refused_rows: 0, problems: Vec::new() };
+    for row in rows {
+        let object = mapping.to_object(kind, &row.cells);
+        match change::create(kind.record_kind(), &object, String::new(), user_id, now) {
+            Ok(_) => {
+                checked.valid.push(object);
+                checked.lines.push(row.line);
+            }
+            Err(errors) => {
+                checked.refused_rows += 1;
+                checked.problems.extend(problems_of(row.line, &errors));
+            }
+        }
+    }
+    checked
+}
+
+fn problems_of(line: u64, errors: &FieldErrors) -> impl Iterator<Item = Problem> + '_ {
+    errors.fields().iter().map(move |(field, message)| Problem { line, field: field.clone(), message: message.clone() })
+}
+
+/// A batch the store refused: its per-row messages (`create[3].email`) put back on their lines.
+fn not_applied(err: &StoreError, lines: &[u64], rows: usize) -> BatchOutcome {
+    let errors = match err.kind() {
+        ErrorKind::Invalid(errors) | ErrorKind::Conflict(errors) => Some(errors),
+        _ => None,
+    };
+    let mut problems = Vec::new();
+    let mut unplaced = Vec::new();
+    for (path, message) in errors.map(FieldErrors::fields).into_iter().flatten() {
+        match row_of(path).and_then(|(index, field)| Some((*lines.get(index)?, field))) {
+            Some((line, field)) => problems.push(Problem { line, field: field.to_owned(), message: message.clone() }),
+            None => unplaced.push(format!("{path}: {message}")),
+        }
+    }
+    if errors.is_none() {
+        tracing::error!(error = %err, "the store refused an import batch");
+        unplaced.push("the database could not write it; try the import again".to_owned());
+    }
+    problems.truncate(MAX_LISTED);
+    let reason = (!unplaced.is_empty()).then(|| unplaced.join("; "));
+    BatchOutcome::NotApplied { rows, problems, reason }
+}
+
+/// `create[3].email` → (3, `email`).
+fn row_of(path: &str) -> Option<(usize, &str)> {
+    let rest = path.strip_prefix("create[")?;
+    let (index, field) = rest.split_once("]")?;
+    Some((index.parse().ok()?, field.strip_prefix('.').unwrap_or("row")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::mapping::guess_all;
+
+    #[test]
+    fn store_paths_go_back_to_their_rows() {
+        assert_eq!(row_of("create[3].email"), Some((3, "email")));
+        assert_eq!(row_of("create[12].preferences.beds"), Some((12, "preferences.beds")));
+        assert_eq!(row_of("body"), None);
+    }
+
+    #[test]
+    fn refused_rows_are_named_by_line_and_field_and_the_rest_go_on() {
+        let headers: Vec<String> = ["first_name", "email", "status"].map(String::from).to_vec();
+        let mapping = Mapping::new(guess_all(ImportKind::Contacts, &headers), &headers).expect("a mapping");
+        let row = |line, cells: [&str; 3]| CsvRow { line, cells: cells.map(String::from).to_vec() };
+        let rows = [
+            row(2, ["Ada", "ada@example.com", "VIP"]),
+            row(3, ["Bob", "not-an-email", ""]),
+            row(4, ["Cy", "", "Gold"]),
+            row(5, ["", "", ""]),
+        ];
+        let checked = check_rows(ImportKind::Contacts, &mapping, "usr_1", &rows);
+        assert_eq!(checked.lines, [2]);
+        assert_eq!(checked.refused_rows, 3);
+        let named: Vec<(u64, &str)> = checked.problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+        assert_eq!(named, [(3, "email"), (4, "status"), (5, "first_name")]);
+        assert!(checked.problems[1].message.contains("Active, Inactive, VIP, Blocked"));
+    }
+}
