@@ -303,8 +303,9 @@ fn mapping_page(
                 a.button-link href=(base(kind)) { "Choose another file" }
             }
         }
-        h2 { "The first " (PREVIEW_ROWS.min(rows)) " rows" }
-        div.table-wrap {
+        h2 #preview-heading { "The first " (PREVIEW_ROWS.min(rows)) " rows" }
+        // A wide file scrolls sideways: the region takes focus so a keyboard can scroll it too.
+        div.table-wrap tabindex="0" role="region" aria-labelledby="preview-heading" {
             table #preview {
                 thead { tr {
                     th scope="col" { "Line" }
