@@ -105,6 +105,7 @@ async fn a_file_of_2500_rows_with_three_bad_ones_imports_the_rest_and_names_the_
     );
     let why = web.browser.text("#refused-rows").await;
     assert!(why.contains("must be an email address") && why.contains("must be one of Active, Inactive, VIP, Blocked"));
+    assert!(why.contains("not-an-email") && why.contains("Gold"), "each refused value is shown: {why}");
     web.browser.screenshot("import-summary").await;
 
     let received = receiver.take(2497).await;

@@ -148,7 +148,7 @@ impl Imports {
                 return Err(Busy::TooManyJobs);
             }
             let upload = Arc::clone(upload);
-            let job = Arc::new(Job::new(upload.table.rows.len()));
+            let job = Arc::new(Job::new(upload.file_name.clone(), upload.table.rows.len()));
             entry.state = EntryState::Started(Arc::clone(&job));
             entry.since = Instant::now();
             (upload, job)
@@ -193,6 +193,8 @@ fn forget_expired(entries: &mut HashMap<String, Entry>) {
 /// An import: how far it is and what became of each row.
 #[derive(Debug)]
 pub struct Job {
+    /// The file's name as the browser gave it.
+    pub file_name: String,
     /// Data rows in the file.
     pub total: usize,
     progress: Mutex<Progress>,
@@ -245,6 +247,8 @@ pub struct Problem {
     pub field: String,
     /// What is wrong, in the API's words.
     pub message: String,
+    /// What the file has in the field's column, when one column holds it.
+    pub value: Option<String>,
 }
 
 /// A batch of up to [`BATCH_ROWS`] rows of the file.
@@ -282,7 +286,7 @@ pub enum BatchOutcome {
 }
 
 impl Job {
-    fn new(total: usize) -> Job {
+    fn new(file_name: String, total: usize) -> Job {
         let progress = Progress {
             phase: Phase::Queued,
             rows_done: 0,
@@ -291,7 +295,7 @@ impl Job {
             refused_rows: 0,
             batches: Vec::new(),
         };
-        Job { total, progress: Mutex::new(progress) }
+        Job { file_name, total, progress: Mutex::new(progress) }
     }
 
     /// A copy of where it is now.
@@ -395,15 +399,24 @@ fn check_rows(kind: ImportKind, mapping: &Mapping, user_id: &str, rows: &[CsvRow
             }
             Err(errors) => {
                 checked.refused_rows += 1;
-                checked.problems.extend(problems_of(row.line, &errors));
+                checked.problems.extend(problems_of(row, &errors, mapping));
             }
         }
     }
     checked
 }
 
-fn problems_of(line: u64, errors: &FieldErrors) -> impl Iterator<Item = Problem> + '_ {
-    errors.fields().iter().map(move |(field, message)| Problem { line, field: field.clone(), message: message.clone() })
+fn problems_of<'a>(
+    row: &'a CsvRow,
+    errors: &'a FieldErrors,
+    mapping: &'a Mapping,
+) -> impl Iterator<Item = Problem> + 'a {
+    errors.fields().iter().map(move |(field, message)| Problem {
+        line: row.line,
+        field: field.clone(),
+        message: message.clone(),
+        value: mapping.column_of(field).and_then(|column| row.cells.get(column)).cloned(),
+    })
 }
 
 /// A batch the store refused: its per-row messages (`create[3].email`) put back on their lines.
@@ -416,7 +429,9 @@ fn not_applied(err: &StoreError, lines: &[u64], rows: usize) -> BatchOutcome {
     let mut unplaced = Vec::new();
     for (path, message) in errors.map(FieldErrors::fields).into_iter().flatten() {
         match row_of(path).and_then(|(index, field)| Some((*lines.get(index)?, field))) {
-            Some((line, field)) => problems.push(Problem { line, field: field.to_owned(), message: message.clone() }),
+            Some((line, field)) => {
+                problems.push(Problem { line, field: field.to_owned(), message: message.clone(), value: None })
+            }
             None => unplaced.push(format!("{path}: {message}")),
         }
     }

@@ -155,6 +155,11 @@ impl Mapping {
         Ok(Mapping(targets))
     }
 
+    /// The column that goes to the field at `path` (`email`, `preferences.beds`), if any.
+    pub fn column_of(&self, path: &str) -> Option<usize> {
+        self.0.iter().position(|target| target.name() == path)
+    }
+
     /// A row's cells as the object the API's create takes: an empty cell leaves its field out.
     /// Values are given the field's JSON type when they read as one; otherwise they go as written,
     /// so that the API's own check names what is wrong ("must be a number").

@@ -54,7 +54,7 @@ fn count(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -354,10 +354,10 @@ fn target_select(kind: ImportKind, id: &str, chosen: Target, invalid: bool) -> M
 fn progress_page(kind: ImportKind, visitor: &Visitor, id: &str, job: &Job) -> Response {
     let progress = job.progress();
     let over = progress.phase.is_over();
-    let page_title = match (kind, over) {
-        (ImportKind::Contacts, false) => "Importing contacts",
-        (ImportKind::Leads, false) => "Importing leads",
-        (_, true) => "Import finished",
+    // The heading stays as it is while the part below it follows the import.
+    let page_title = match job.file_name.as_str() {
+        "" => title(kind).to_owned(),
+        name => format!("{} from {name}", title(kind)),
     };
     let live = (!over).then(|| format!("{}/{id}?partial=status", base(kind)));
     let body = html! {
@@ -370,7 +370,7 @@ fn progress_page(kind: ImportKind, visitor: &Visitor, id: &str, job: &Job) -> Re
     let head = html! {
         @if !over { noscript { meta http-equiv="refresh" content="2"; } }
     };
-    shell_with_head(page_title, Some(visitor), section(kind), head, body).into_response()
+    shell_with_head(&page_title, Some(visitor), section(kind), head, body).into_response()
 }
 
 /// The progress bar, then the summary once the import is over: the part the script refreshes.
@@ -401,13 +401,17 @@ fn summary(kind: ImportKind, progress: &Progress) -> Markup {
     let applied = progress.batches.iter().filter(|b| matches!(b.outcome, BatchOutcome::Applied { .. })).count();
     let not_applied: Vec<&Batch> =
         progress.batches.iter().filter(|b| matches!(b.outcome, BatchOutcome::NotApplied { .. })).collect();
-    let all_well = progress.refused_rows == 0 && not_applied.is_empty();
+    let tone = match (progress.imported, progress.refused_rows == 0 && not_applied.is_empty()) {
+        (_, true) => "flash ok",
+        (0, false) => "flash error",
+        (_, false) => "flash warn",
+    };
     let took = match progress.phase {
         Phase::Finished { took_ms } => super::duration_text(took_ms),
         _ => String::new(),
     };
     html! {
-        div class=(if all_well { "flash ok" } else { "flash error" }) role="status" {
+        div class=(tone) role="status" {
             (count(progress.imported)) " " (kind.noun(progress.imported)) " imported"
             @if progress.refused_rows > 0 {
                 "; " (count(progress.refused_rows)) " " @if progress.refused_rows == 1 { "row" } @else { "rows" } " refused"
@@ -477,13 +481,22 @@ fn problem_table(id: &str, problems: &[Problem]) -> Markup {
     html! {
         div.table-wrap {
             table id=(id) {
-                thead { tr { th scope="col" { "Line" } th scope="col" { "Field" } th scope="col" { "Why" } } }
+                thead { tr {
+                    th scope="col" { "Line" } th scope="col" { "Field" } th scope="col" { "Why" } th scope="col" { "In the file" }
+                } }
                 tbody {
                     @for problem in problems {
                         tr data-line=(problem.line) {
                             td { (problem.line) }
                             td { code { (problem.field) } }
                             td { (problem.message) }
+                            td.value {
+                                @match problem.value.as_deref() {
+                                    Some("") => span.empty { "(empty)" },
+                                    Some(value) => (cut(value)),
+                                    None => "",
+                                }
+                            }
                         }
                     }
                 }
