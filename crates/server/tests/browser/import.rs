@@ -166,6 +166,11 @@ async fn the_sample_file_imports_with_no_refused_row_and_an_agents_import_is_the
     for (index, field) in [(0, "ignore"), (1, "first_name"), (4, "email"), (19, "preferences.min_price")] {
         assert_eq!(chosen(&web, index).await, field, "column {index} of the export format maps without asking");
     }
+    // On a phone's width the mapping step fits, and what scrolls sideways can be reached by keyboard.
+    web.browser.client().set_window_size(390, 844).await.expect("a phone-sized window");
+    web.browser.check_page().await;
+    web.browser.screenshot("import-preview-phone").await;
+    web.browser.client().set_window_size(1280, 900).await.expect("the usual window");
     let job = web.browser.path().await;
     let summary = import_and_wait(&web, &format!("Import {rows} contacts")).await;
     assert_eq!(web.browser.text("#refused-count").await, "0", "{summary}");
@@ -306,5 +311,39 @@ async fn leads_import_with_their_contact_and_a_batch_the_store_refuses_is_report
     assert!(problems.contains('3') && problems.contains("contact_id"), "the store's message names line 3: {problems}");
     let leads = web.app.get("/api/v1/leads").await;
     assert_eq!(leads.body["items"].as_array().map(Vec::len), Some(1), "only the first file's lead exists");
+    web.browser.close().await;
+}
+
+#[tokio::test]
+async fn a_file_over_10000_rows_goes_in_batches_and_a_batch_the_store_refuses_is_not_applied() {
+    let web = Web::admin().await;
+    web.app.create("contacts", json!({ "first_name": "Taken", "email": "taken@example.com" })).await;
+    let mut csv = String::from("first_name,email\n");
+    for line in 2..=10_051 {
+        let email = if line == 10_020 { "taken@example.com".to_owned() } else { format!("row{line}@example.com") };
+        csv.push_str(&format!("Row{line},{email}\n"));
+    }
+    let dir = tempfile::tempdir().expect("a folder for the file");
+    let file = write_file(&dir, "big.csv", csv.as_bytes());
+
+    upload(&web, "contacts", &file, "#mapping").await;
+    import_and_wait(&web, "Import 10,050 contacts").await;
+    assert_eq!(web.browser.text("#imported-count").await, "10,000");
+    assert_eq!(web.browser.text("#batches-applied").await, "1 of 2");
+    let batches = web
+        .browser
+        .script(
+            "return [...document.querySelectorAll('#import-batches > tbody > tr')].map(r => \
+             [r.cells[1].innerText.trim(), r.dataset.applied])",
+        )
+        .await;
+    assert_eq!(batches, json!([["2–10001", "true"], ["10002–10051", "false"]]), "which batches were applied");
+    let problems = web.browser.text("#batch-2-problems").await;
+    assert!(
+        problems.contains("10020") && problems.contains("a contact with this email already exists"),
+        "the store's message is put back on its line: {problems}"
+    );
+    let second_batch_row = web.app.get("/api/v1/contacts?limit=1").await;
+    assert_eq!(second_batch_row.body["items"][0]["email"], "row10001@example.com", "the last row written is batch 1's");
     web.browser.close().await;
 }

@@ -5,19 +5,41 @@
 //! refused as a whole with a message a person can act on, never half imported.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The most data rows a file may have (the header not counted).
 pub const MAX_ROWS: usize = 100_000;
 /// The largest file accepted, in bytes.
 pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Rows kept for the preview.
+pub const PREVIEW_ROWS: usize = 5;
+/// Values kept per column to show beside it in the mapping step.
+pub const SAMPLES: usize = 3;
 
-/// A CSV file that passed the checks: its header and its data rows.
+/// A CSV file that passed the checks. Only its text is kept, with the header, the row count and
+/// what the mapping step shows: the rows are read again, a batch at a time, when they are imported,
+/// so a waiting upload holds no more memory than its file.
 #[derive(Debug, Clone)]
-pub struct CsvTable {
+pub struct CsvFile {
+    text: Shared,
     /// The header's cells, trimmed.
     pub headers: Vec<String>,
-    /// The data rows, each as long as the header.
-    pub rows: Vec<CsvRow>,
+    /// How many data rows it has.
+    pub row_count: usize,
+    /// The first [`PREVIEW_ROWS`] rows.
+    pub preview: Vec<CsvRow>,
+    /// Per column, its first [`SAMPLES`] values that are not empty.
+    pub samples: Vec<Vec<String>>,
+}
+
+impl CsvFile {
+    /// Its data rows, read again from the start.
+    pub fn rows(&self) -> Rows {
+        let mut rows = Rows::open(self.text.clone());
+        // The header was read fine when the file was checked.
+        let _header = rows.next_record();
+        rows
+    }
 }
 
 /// One data row and where it starts in the file.
@@ -27,6 +49,50 @@ pub struct CsvRow {
     pub line: u64,
     /// Its cells, as written (a spreadsheet's formula guard removed, see [`unguard`]).
     pub cells: Vec<String>,
+}
+
+/// The file's bytes, shared by the upload and the import reading it.
+#[derive(Debug, Clone)]
+struct Shared(Arc<[u8]>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Reads records one at a time, each with its line.
+pub struct Rows {
+    reader: csv::Reader<std::io::Cursor<Shared>>,
+    lines: LineCounter,
+}
+
+impl Rows {
+    fn open(text: Shared) -> Rows {
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(false)
+            .from_reader(std::io::Cursor::new(text.clone()));
+        Rows { reader, lines: LineCounter::new(text) }
+    }
+
+    fn next_record(&mut self) -> Option<Result<(u64, csv::StringRecord), FileProblem>> {
+        let mut record = csv::StringRecord::new();
+        match self.reader.read_record(&mut record) {
+            Ok(true) => Some(Ok((self.lines.line_at(record.position()), record))),
+            Ok(false) => None,
+            Err(err) => Some(Err(problem(&err, &mut self.lines))),
+        }
+    }
+}
+
+impl Iterator for Rows {
+    type Item = Result<CsvRow, FileProblem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.next_record()?;
+        Some(next.map(|(line, record)| CsvRow { line, cells: record.iter().map(unguard).collect() }))
+    }
 }
 
 /// Why a file cannot be imported.
@@ -117,7 +183,7 @@ impl fmt::Display for FileProblem {
 
 /// Reads an uploaded file: UTF-8 (a leading byte-order mark is skipped), RFC 4180 quoting, `\r\n`
 /// or `\n` line ends, a header row first, every row as long as the header.
-pub fn parse(bytes: &[u8]) -> Result<CsvTable, FileProblem> {
+pub fn parse(bytes: &[u8]) -> Result<CsvFile, FileProblem> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Err(FileProblem::Binary { spreadsheet: true });
     }
@@ -130,30 +196,37 @@ pub fn parse(bytes: &[u8]) -> Result<CsvTable, FileProblem> {
     if text.trim().is_empty() {
         return Err(FileProblem::Empty);
     }
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(false).from_reader(text.as_bytes());
-    let mut records = reader.records();
-    let headers: Vec<String> = match records.next() {
-        Some(Ok(record)) => record.iter().map(|cell| cell.trim().to_owned()).collect(),
-        Some(Err(err)) => return Err(problem(&err, &mut LineCounter::new(text.as_bytes()))),
+    let shared = Shared(Arc::from(text.as_bytes()));
+    let mut rows = Rows::open(shared.clone());
+    let headers: Vec<String> = match rows.next_record() {
+        Some(Ok((_, record))) => record.iter().map(|cell| cell.trim().to_owned()).collect(),
+        Some(Err(problem)) => return Err(problem),
         None => return Err(FileProblem::Empty),
     };
     if !looks_like_a_header(&headers) {
         return Err(FileProblem::NoHeader { first_row: headers });
     }
-    let mut rows = Vec::new();
-    let mut lines = LineCounter::new(text.as_bytes());
-    for record in records {
-        let record = record.map_err(|err| problem(&err, &mut lines))?;
-        if rows.len() == MAX_ROWS {
+    let mut file =
+        CsvFile { text: shared, row_count: 0, preview: Vec::new(), samples: vec![Vec::new(); headers.len()], headers };
+    for row in rows {
+        let row = row?;
+        if file.row_count == MAX_ROWS {
             return Err(FileProblem::TooManyRows);
         }
-        let line = lines.line_at(record.position());
-        rows.push(CsvRow { line, cells: record.iter().map(unguard).collect() });
+        file.row_count += 1;
+        for (samples, cell) in file.samples.iter_mut().zip(&row.cells) {
+            if samples.len() < SAMPLES && !cell.trim().is_empty() {
+                samples.push(cell.clone());
+            }
+        }
+        if file.preview.len() < PREVIEW_ROWS {
+            file.preview.push(row);
+        }
     }
-    if rows.is_empty() {
+    if file.row_count == 0 {
         return Err(FileProblem::NoRows);
     }
-    Ok(CsvTable { headers, rows })
+    Ok(file)
 }
 
 /// The 1-based line of a byte offset.
@@ -161,7 +234,7 @@ fn line_of(bytes: &[u8], offset: usize) -> u64 {
     1 + bytes[..offset].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-fn problem(err: &csv::Error, lines: &mut LineCounter<'_>) -> FileProblem {
+fn problem(err: &csv::Error, lines: &mut LineCounter) -> FileProblem {
     match err.kind() {
         csv::ErrorKind::UnequalLengths { pos, expected_len, len } => FileProblem::Ragged {
             line: lines.line_at(pos.as_ref()),
@@ -177,14 +250,14 @@ fn problem(err: &csv::Error, lines: &mut LineCounter<'_>) -> FileProblem {
 
 /// The line a record starts on, counted from its byte offset: the reader's own line count is one
 /// short after `\r\n` line ends. Records come in order, so counting goes forward only.
-struct LineCounter<'a> {
-    text: &'a [u8],
+struct LineCounter {
+    text: Shared,
     byte: usize,
     line: u64,
 }
 
-impl<'a> LineCounter<'a> {
-    fn new(text: &'a [u8]) -> Self {
+impl LineCounter {
+    fn new(text: Shared) -> Self {
         LineCounter { text, byte: 0, line: 1 }
     }
 
@@ -192,13 +265,14 @@ impl<'a> LineCounter<'a> {
         let Some(target) = position.map(|pos| usize::try_from(pos.byte()).unwrap_or(usize::MAX)) else {
             return self.line;
         };
+        let text = self.text.as_ref();
         // After a `\r`, the reader starts the next record at the `\n` that completes the line end.
-        let target = if self.text.get(target) == Some(&b'\n') { target + 1 } else { target.min(self.text.len()) };
+        let target = if text.get(target) == Some(&b'\n') { target + 1 } else { target.min(text.len()) };
         if target < self.byte {
             self.byte = 0;
             self.line = 1;
         }
-        self.line += self.text[self.byte..target].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.line += text[self.byte..target].iter().filter(|&&b| b == b'\n').count() as u64;
         self.byte = target;
         self.line
     }
@@ -230,10 +304,14 @@ mod tests {
             parse("\u{feff}first_name,email\r\nAda,ada@example.com\r\n\"Grace\nB\",g@example.com\nAlan,\n".as_bytes())
                 .expect("a good file");
         assert_eq!(table.headers, ["first_name", "email"]);
-        let lines: Vec<u64> = table.rows.iter().map(|r| r.line).collect();
+        let lines: Vec<u64> = table.preview.iter().map(|r| r.line).collect();
         assert_eq!(lines, [2, 3, 5], "a quoted value spanning lines moves the next row's line");
-        assert_eq!(table.rows[1].cells, ["Grace\nB", "g@example.com"]);
-        assert_eq!(table.rows[2].cells, ["Alan", ""]);
+        assert_eq!(table.preview[1].cells, ["Grace\nB", "g@example.com"]);
+        assert_eq!(table.preview[2].cells, ["Alan", ""]);
+        assert_eq!(table.row_count, 3);
+        assert_eq!(table.samples[1], ["ada@example.com", "g@example.com"], "empty cells are no samples");
+        let again: Vec<CsvRow> = table.rows().map(|row| row.expect("read before")).collect();
+        assert_eq!(again, table.preview, "the rows read again for the import are the ones checked");
     }
 
     #[test]
@@ -258,7 +336,9 @@ mod tests {
         let too_many = format!("first_name\n{}", "x\n".repeat(MAX_ROWS + 1));
         assert_eq!(parse(too_many.as_bytes()).unwrap_err(), FileProblem::TooManyRows);
         let just_enough = format!("first_name\n{}", "x\n".repeat(MAX_ROWS));
-        assert_eq!(parse(just_enough.as_bytes()).expect("the limit itself is fine").rows.len(), MAX_ROWS);
+        let at_the_limit = parse(just_enough.as_bytes()).expect("the limit itself is fine");
+        assert_eq!((at_the_limit.row_count, at_the_limit.preview.len()), (MAX_ROWS, PREVIEW_ROWS));
+        assert_eq!(at_the_limit.rows().count(), MAX_ROWS);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::ImportKind;
-use super::csv_file::{CsvRow, CsvTable};
+use super::csv_file::{CsvFile, CsvRow, Rows};
 use super::mapping::Mapping;
 
 /// Rows per `Store::bulk` call: the bulk API's own limit, so a batch is what one request could be.
@@ -60,8 +60,8 @@ enum EntryState {
 pub struct Upload {
     /// The file's name as the browser gave it.
     pub file_name: String,
-    /// Its header and rows.
-    pub table: CsvTable,
+    /// The checked file.
+    pub file: CsvFile,
 }
 
 /// What a page may show of an id.
@@ -148,7 +148,7 @@ impl Imports {
                 return Err(Busy::TooManyJobs);
             }
             let upload = Arc::clone(upload);
-            let job = Arc::new(Job::new(upload.file_name.clone(), upload.table.rows.len()));
+            let job = Arc::new(Job::new(upload.file_name.clone(), upload.file.row_count));
             entry.state = EntryState::Started(Arc::clone(&job));
             entry.since = Instant::now();
             (upload, job)
@@ -319,6 +319,10 @@ struct Run {
 
 /// A batch after the check: the rows to write, with their lines, and the problems of the others.
 struct Checked {
+    /// Rows read for this batch.
+    rows: usize,
+    first_line: u64,
+    last_line: u64,
     valid: Vec<Value>,
     lines: Vec<u64>,
     refused_rows: usize,
@@ -328,35 +332,42 @@ struct Checked {
 impl Run {
     async fn rows(self, upload: Arc<Upload>) {
         let started = Instant::now();
-        let rows = upload.table.rows.len();
-        for (index, start) in (0..rows).step_by(BATCH_ROWS).enumerate() {
-            let end = (start + BATCH_ROWS).min(rows);
-            self.batch(index + 1, &upload, start..end).await;
+        let mut rows = upload.file.rows();
+        // Drop the upload here: the reader shares the file's text and is all the import needs.
+        drop(upload);
+        for number in 1.. {
+            // Deliveries make way while a batch is read, checked and written, as for the bulk API.
+            let _importing = self.store.imports().start();
+            let (kind, mapping, user_id) = (self.kind, self.mapping.clone(), self.actor.user_id.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let checked =
+                    next_batch(&mut rows).map(|batch| batch.map(|rows| check_rows(kind, &mapping, &user_id, &rows)));
+                (rows, checked)
+            })
+            .await;
+            let checked = match read {
+                Ok((back, Some(Ok(checked)))) => {
+                    rows = back;
+                    checked
+                }
+                Ok((_, None)) => break,
+                Ok((_, Some(Err(reason)))) => {
+                    self.give_up(number, reason);
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "checking a batch of imported rows failed");
+                    self.give_up(number, "the rows could not be checked".to_owned());
+                    break;
+                }
+            };
+            self.write(number, checked).await;
         }
         let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.job.update(|progress| progress.phase = Phase::Finished { took_ms });
     }
 
-    async fn batch(&self, number: usize, upload: &Arc<Upload>, range: std::ops::Range<usize>) {
-        // Deliveries make way while the batch is checked and written, as for the bulk API.
-        let _importing = self.store.imports().start();
-        let rows = &upload.table.rows[range.clone()];
-        let (first_line, last_line) = (rows[0].line, rows[rows.len() - 1].line);
-        let checked = {
-            let (upload, kind, mapping, user_id) =
-                (Arc::clone(upload), self.kind, self.mapping.clone(), self.actor.user_id.clone());
-            tokio::task::spawn_blocking(move || check_rows(kind, &mapping, &user_id, &upload.table.rows[range])).await
-        };
-        let checked = match checked {
-            Ok(checked) => checked,
-            Err(err) => {
-                tracing::error!(error = %err, "checking a batch of imported rows failed");
-                let reason = Some("the rows could not be checked; nothing of this batch was written".to_owned());
-                let outcome = BatchOutcome::NotApplied { rows: rows.len(), problems: Vec::new(), reason };
-                self.finish_batch(Batch { number, first_line, last_line, outcome }, rows.len(), Vec::new(), 0);
-                return;
-            }
-        };
+    async fn write(&self, number: usize, checked: Checked) {
         let outcome = if checked.valid.is_empty() {
             BatchOutcome::NothingToWrite
         } else {
@@ -366,8 +377,18 @@ impl Run {
                 Err(err) => not_applied(&err, &checked.lines, count),
             }
         };
-        let batch = Batch { number, first_line, last_line, outcome };
-        self.finish_batch(batch, rows.len(), checked.problems, checked.refused_rows);
+        let batch = Batch { number, first_line: checked.first_line, last_line: checked.last_line, outcome };
+        self.finish_batch(batch, checked.rows, checked.problems, checked.refused_rows);
+    }
+
+    /// The file could not be read on (it was read whole when uploaded, so this is not expected):
+    /// the rest of it is not imported, and the summary says so.
+    fn give_up(&self, number: usize, reason: String) {
+        let progress = self.job.progress();
+        let line = progress.batches.last().map_or(2, |batch| batch.last_line + 1);
+        let reason = Some(format!("{reason}; this batch and the rest of the file were not imported"));
+        let outcome = BatchOutcome::NotApplied { rows: 0, problems: Vec::new(), reason };
+        self.finish_batch(Batch { number, first_line: line, last_line: line, outcome }, 0, Vec::new(), 0);
     }
 
     fn finish_batch(&self, batch: Batch, rows: usize, problems: Vec<Problem>, refused_rows: usize) {
@@ -384,12 +405,30 @@ impl Run {
     }
 }
 
+/// The next [`BATCH_ROWS`] rows; `None` at the end of the file.
+fn next_batch(rows: &mut Rows) -> Option<Result<Vec<CsvRow>, String>> {
+    let batch: Result<Vec<CsvRow>, _> = rows.by_ref().take(BATCH_ROWS).collect();
+    match batch {
+        Ok(batch) if batch.is_empty() => None,
+        Ok(batch) => Some(Ok(batch)),
+        Err(problem) => Some(Err(problem.to_string())),
+    }
+}
+
 /// Each row made into the API's object and checked as the bulk path checks it (the domain's
 /// `change::create`), so that a refused row is named here with its line rather than failing the
 /// batch it is in.
 fn check_rows(kind: ImportKind, mapping: &Mapping, user_id: &str, rows: &[CsvRow]) -> Checked {
     let now = chrono::Utc::now();
-    let mut checked = Checked { valid: Vec::new(), lines: Vec::new(), refused_rows: 0, problems: Vec::new() };
+    let mut checked = Checked {
+        rows: rows.len(),
+        first_line: rows.first().map_or(0, |row| row.line),
+        last_line: rows.last().map_or(0, |row| row.line),
+        valid: Vec::new(),
+        lines: Vec::new(),
+        refused_rows: 0,
+        problems: Vec::new(),
+    };
     for row in rows {
         let object = mapping.to_object(kind, &row.cells);
         match change::create(kind.record_kind(), &object, String::new(), user_id, now) {

@@ -18,15 +18,11 @@ use maud::{Markup, html};
 use super::{Flash, Section, csrf_field, error_page, flash, shell, shell_with_head};
 use crate::WebState;
 use crate::import::ImportKind;
-use crate::import::csv_file::{self, CsvTable, MAX_ROWS};
+use crate::import::csv_file::{self, MAX_ROWS};
 use crate::import::jobs::{BATCH_ROWS, Batch, BatchOutcome, Found, Job, MAX_LISTED, Phase, Problem, Progress, Upload};
 use crate::import::mapping::{self, Mapping, Target};
 use crate::session::{ChangeForm, UPLOAD_FIELD, UploadForm, Visitor};
 
-/// Rows shown in the preview.
-const PREVIEW_ROWS: usize = 5;
-/// Values shown beside each column in the mapping step.
-const SAMPLE_VALUES: usize = 3;
 /// Longer values are cut in the preview.
 const CELL_CHARS: usize = 60;
 
@@ -103,12 +99,12 @@ async fn upload(kind: ImportKind, state: WebState, UploadForm { visitor, file }:
         return refuse(message.to_owned(), StatusCode::PAYLOAD_TOO_LARGE);
     }
     // Reading 100,000 rows takes a moment of CPU: off the request threads.
-    let table = match tokio::task::spawn_blocking(move || csv_file::parse(&bytes)).await {
-        Ok(Ok(table)) => table,
+    let file = match tokio::task::spawn_blocking(move || csv_file::parse(&bytes)).await {
+        Ok(Ok(file)) => file,
         Ok(Err(problem)) => return refuse(problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
         Err(err) => return error_page::internal(&err),
     };
-    let upload = Upload { file_name, table };
+    let upload = Upload { file_name, file };
     match state.imports().add_upload(&visitor.user.id, kind, upload) {
         Ok(id) => Redirect::to(&format!("{}/{id}", base(kind))).into_response(),
         Err(busy) => refuse(busy.to_string(), StatusCode::SERVICE_UNAVAILABLE),
@@ -208,7 +204,7 @@ async fn job_page(kind: ImportKind, state: WebState, visitor: Visitor, id: Strin
         (Found::Started(job), Some("status")) => status_part(kind, &id, &job, &job.progress()).into_response(),
         (Found::Started(job), _) => progress_page(kind, &visitor, &id, &job),
         (Found::Waiting(upload), _) => {
-            let chosen = mapping::guess_all(kind, &upload.table.headers);
+            let chosen = mapping::guess_all(kind, &upload.file.headers);
             mapping_page(kind, &visitor, &id, &upload, &chosen, None)
         }
     }
@@ -232,7 +228,7 @@ async fn start(kind: ImportKind, state: WebState, id: String, ChangeForm { visit
         Some(Found::Started(_)) => return Redirect::to(&format!("{}/{id}", base(kind))).into_response(),
         None => return gone_page(kind, &visitor),
     };
-    let headers = &upload.table.headers;
+    let headers = &upload.file.headers;
     let chosen: Vec<Target> = (0..headers.len())
         .map(|column| mapping::target_named(kind, form.get(&column_field(column))).unwrap_or(Target::Ignore))
         .collect();
@@ -258,8 +254,8 @@ fn mapping_page(
     chosen: &[Target],
     error: Option<String>,
 ) -> Response {
-    let table = &upload.table;
-    let rows = table.rows.len();
+    let file = &upload.file;
+    let rows = file.row_count;
     let page_title = format!("{}: match the columns", title(kind));
     let message = error.clone().map(Flash::Error);
     let body = html! {
@@ -281,7 +277,7 @@ fn mapping_page(
                         th scope="col" { "Imported as" }
                     } }
                     tbody {
-                        @for (column, header) in table.headers.iter().enumerate() {
+                        @for (column, header) in file.headers.iter().enumerate() {
                             @let select_id = column_field(column);
                             tr {
                                 th scope="row" {
@@ -289,7 +285,7 @@ fn mapping_page(
                                         @if header.is_empty() { "(column " (column + 1) ", no name)" } @else { (header) }
                                     }
                                 }
-                                td.samples { (samples(table, column)) }
+                                td.samples { (samples(file.samples.get(column))) }
                                 td {
                                     (target_select(kind, &select_id, chosen.get(column).copied().unwrap_or(Target::Ignore), error.is_some()))
                                 }
@@ -303,16 +299,16 @@ fn mapping_page(
                 a.button-link href=(base(kind)) { "Choose another file" }
             }
         }
-        h2 #preview-heading { "The first " (PREVIEW_ROWS.min(rows)) " rows" }
+        h2 #preview-heading { "The first " (file.preview.len()) " rows" }
         // A wide file scrolls sideways: the region takes focus so a keyboard can scroll it too.
         div.table-wrap tabindex="0" role="region" aria-labelledby="preview-heading" {
             table #preview {
                 thead { tr {
                     th scope="col" { "Line" }
-                    @for header in &table.headers { th scope="col" { (header) } }
+                    @for header in &file.headers { th scope="col" { (header) } }
                 } }
                 tbody {
-                    @for row in table.rows.iter().take(PREVIEW_ROWS) {
+                    @for row in &file.preview {
                         tr {
                             td { (row.line) }
                             @for cell in &row.cells { td { (cut(cell)) } }
@@ -327,16 +323,11 @@ fn mapping_page(
 }
 
 /// The first few non-empty values of a column.
-fn samples(table: &CsvTable, column: usize) -> String {
-    let values: Vec<String> = table
-        .rows
-        .iter()
-        .filter_map(|row| row.cells.get(column))
-        .filter(|cell| !cell.trim().is_empty())
-        .take(SAMPLE_VALUES)
-        .map(|cell| cut(cell))
-        .collect();
-    if values.is_empty() { "(empty)".to_owned() } else { values.join(" · ") }
+fn samples(values: Option<&Vec<String>>) -> String {
+    match values {
+        Some(values) if !values.is_empty() => values.iter().map(|value| cut(value)).collect::<Vec<_>>().join(" · "),
+        _ => "(empty)".to_owned(),
+    }
 }
 
 fn target_select(kind: ImportKind, id: &str, chosen: Target, invalid: bool) -> Markup {
