@@ -169,7 +169,8 @@ async fn the_sample_file_imports_with_no_refused_row_and_an_agents_import_is_the
     // On a phone's width the mapping step fits, and what scrolls sideways can be reached by keyboard.
     web.browser.client().set_window_size(390, 844).await.expect("a phone-sized window");
     web.browser.check_page().await;
-    web.browser.screenshot("import-preview-phone").await;
+    let png = web.browser.client().screenshot().await.expect("a screenshot at a phone's width");
+    crate::screens::save("import-preview-phone", &png);
     web.browser.client().set_window_size(1280, 900).await.expect("the usual window");
     let job = web.browser.path().await;
     let summary = import_and_wait(&web, &format!("Import {rows} contacts")).await;
