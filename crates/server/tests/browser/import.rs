@@ -3,10 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request};
 use serde_json::{Value, json};
 
 use crate::Web;
-use crate::helpers::Receiver;
+use crate::helpers::{Answer, Receiver};
 
 /// Writes `bytes` to `NAME` in `dir` and answers its path.
 fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
@@ -346,5 +349,75 @@ async fn a_file_over_10000_rows_goes_in_batches_and_a_batch_the_store_refuses_is
     );
     let second_batch_row = web.app.get("/api/v1/contacts?limit=1").await;
     assert_eq!(second_batch_row.body["items"][0]["email"], "row10001@example.com", "the last row written is batch 1's");
+    web.browser.close().await;
+}
+
+/// A `multipart/form-data` body with a CSRF token and a file: (content type, body).
+fn multipart(csrf: &str, file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----estate-crm-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+         Content-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Sends an upload as a browser would, with the session `cookie` and an optional `Origin`.
+async fn send_upload(web: &Web, cookie: &str, origin: Option<&str>, content_type: &str, body: Vec<u8>) -> Answer {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(web.app.url("/contacts/import"))
+        .header("cookie", cookie)
+        .header("content-type", content_type);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    web.app.send(request.body(Full::new(Bytes::from(body))).unwrap()).await
+}
+
+#[tokio::test]
+async fn an_upload_needs_the_session_token_and_this_site_and_a_body_it_can_read() {
+    let web = Web::admin().await;
+    web.browser.visit("/contacts/import").await;
+    let cookie = web.session_cookie().await;
+    let csrf = web.csrf_token().await;
+    let good = b"first_name\nAda\n";
+
+    let (content_type, body) = multipart("not-the-token", "a.csv", good);
+    assert_eq!(send_upload(&web, &cookie, None, &content_type, body).await.status, 403, "a wrong token");
+    let (content_type, body) = multipart(&csrf, "a.csv", good);
+    let elsewhere = send_upload(&web, &cookie, Some("http://evil.example"), &content_type, body).await;
+    assert_eq!(elsewhere.status, 403, "another site");
+    let (content_type, body) = multipart(&csrf, "a.csv", good);
+    assert_eq!(send_upload(&web, "", None, &content_type, body).await.status, 303, "no session: to the sign-in page");
+
+    let not_multipart = send_upload(&web, &cookie, None, "application/x-www-form-urlencoded", b"file=x".to_vec()).await;
+    assert_eq!(not_multipart.status, 400);
+    assert!(String::from_utf8_lossy(&not_multipart.raw).contains("Choose a CSV file"), "a message, not a 500");
+    let (content_type, mut body) = multipart(&csrf, "a.csv", good);
+    body.truncate(body.len() - 20);
+    let cut_short = send_upload(&web, &cookie, None, &content_type, body).await;
+    assert_eq!(cut_short.status, 400, "a body cut short: {}", String::from_utf8_lossy(&cut_short.raw));
+
+    let huge = vec![b'a'; 33 * 1024 * 1024];
+    let (content_type, body) = multipart(&csrf, "huge.csv", &huge);
+    let too_large = send_upload(&web, &cookie, None, &content_type, body).await;
+    assert_eq!(too_large.status, 400, "the upload stops at the limit");
+    assert!(String::from_utf8_lossy(&too_large.raw).contains("larger than the server takes"));
+
+    let (content_type, body) = multipart(&csrf, "a.csv", good);
+    let accepted = send_upload(&web, &cookie, None, &content_type, body).await;
+    assert_eq!(accepted.status, 303, "the good upload goes on to its mapping step");
+    let mapping = accepted.headers["location"].to_str().unwrap().to_owned();
+    assert!(mapping.starts_with("/contacts/import/"), "{mapping}");
+    let form = [("csrf_token", csrf.as_str()), ("column-0", "first_name")];
+    let on_leads = web.send_as(&cookie, Method::POST, &mapping.replace("contacts", "leads"), Some(&form)).await;
+    assert_eq!(on_leads.status, 404, "an upload of contacts is not a leads import");
+    let started = web.send_as(&cookie, Method::POST, &mapping, Some(&form)).await;
+    assert_eq!(started.status, 303);
     web.browser.close().await;
 }

@@ -495,6 +495,33 @@ mod tests {
     use super::*;
     use crate::import::mapping::guess_all;
 
+    fn upload() -> Upload {
+        let file = crate::import::csv_file::parse(b"first_name\nAda\n").expect("a good file");
+        Upload { file_name: "a.csv".into(), file }
+    }
+
+    fn actor(user_id: &str, role: estate_crm_store::Role) -> Actor {
+        Actor { user_id: user_id.into(), role }
+    }
+
+    #[test]
+    fn an_upload_is_seen_by_its_owner_and_admins_only_and_waiting_ones_are_bounded() {
+        use estate_crm_store::Role;
+        let imports = Imports::default();
+        let id = imports.add_upload("usr_a", ImportKind::Contacts, upload()).expect("room for one");
+        assert!(matches!(
+            imports.find(&actor("usr_a", Role::Agent), ImportKind::Contacts, &id),
+            Some(Found::Waiting(_))
+        ));
+        assert!(imports.find(&actor("usr_admin", Role::Admin), ImportKind::Contacts, &id).is_some());
+        assert!(imports.find(&actor("usr_b", Role::Agent), ImportKind::Contacts, &id).is_none(), "another agent");
+        assert!(imports.find(&actor("usr_a", Role::Agent), ImportKind::Leads, &id).is_none(), "another kind's page");
+        for _ in 1..MAX_WAITING {
+            imports.add_upload("usr_a", ImportKind::Contacts, upload()).expect("room");
+        }
+        assert_eq!(imports.add_upload("usr_c", ImportKind::Contacts, upload()), Err(Busy::TooManyWaiting));
+    }
+
     #[test]
     fn store_paths_go_back_to_their_rows() {
         assert_eq!(row_of("create[3].email"), Some((3, "email")));

@@ -19,7 +19,9 @@ use super::{Flash, Section, csrf_field, error_page, flash, shell, shell_with_hea
 use crate::WebState;
 use crate::import::ImportKind;
 use crate::import::csv_file::{self, MAX_ROWS};
-use crate::import::jobs::{BATCH_ROWS, Batch, BatchOutcome, Found, Job, MAX_LISTED, Phase, Problem, Progress, Upload};
+use crate::import::jobs::{
+    BATCH_ROWS, Batch, BatchOutcome, Busy, Found, Job, MAX_LISTED, Phase, Problem, Progress, Upload,
+};
 use crate::import::mapping::{self, Mapping, Target};
 use crate::session::{ChangeForm, UPLOAD_FIELD, UploadForm, Visitor};
 
@@ -237,7 +239,8 @@ async fn start(kind: ImportKind, state: WebState, id: String, ChangeForm { visit
         Err(message) => return mapping_page(kind, &visitor, &id, &upload, &chosen, Some(message)),
     };
     match state.imports().start(Arc::clone(state.store()), actor, kind, &id, mapping) {
-        Ok(_) => Redirect::to(&format!("{}/{id}", base(kind))).into_response(),
+        // Gone: started by a second press a moment ago, or expired; its page says which.
+        Ok(_) | Err(Busy::Gone) => Redirect::to(&format!("{}/{id}", base(kind))).into_response(),
         Err(busy) => mapping_page(kind, &visitor, &id, &upload, &chosen, Some(busy.to_string())),
     }
 }
