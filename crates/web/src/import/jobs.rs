@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use estate_crm_domain::{FieldErrors, change};
+use estate_crm_domain::{FieldErrors, change, normalize_email};
 use estate_crm_store::{Actor, BulkOp, ErrorKind, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -332,7 +332,7 @@ struct Checked {
 impl Run {
     async fn rows(self, upload: Arc<Upload>) {
         let started = Instant::now();
-        let mut rows = upload.file.rows();
+        let mut reader = Reader { rows: upload.file.rows(), emails: HashMap::new() };
         // Drop the upload here: the reader shares the file's text and is all the import needs.
         drop(upload);
         for number in 1.. {
@@ -340,14 +340,14 @@ impl Run {
             let _importing = self.store.imports().start();
             let (kind, mapping, user_id) = (self.kind, self.mapping.clone(), self.actor.user_id.clone());
             let read = tokio::task::spawn_blocking(move || {
-                let checked =
-                    next_batch(&mut rows).map(|batch| batch.map(|rows| check_rows(kind, &mapping, &user_id, &rows)));
-                (rows, checked)
+                let checked = next_batch(&mut reader.rows)
+                    .map(|batch| batch.map(|rows| check_rows(kind, &mapping, &user_id, &rows, &mut reader.emails)));
+                (reader, checked)
             })
             .await;
             let checked = match read {
                 Ok((back, Some(Ok(checked)))) => {
-                    rows = back;
+                    reader = back;
                     checked
                 }
                 Ok((_, None)) => break,
@@ -405,6 +405,13 @@ impl Run {
     }
 }
 
+/// Where an import is in its file.
+struct Reader {
+    rows: Rows,
+    /// Each contact email met so far (as the store compares them) and its line.
+    emails: HashMap<String, u64>,
+}
+
 /// The next [`BATCH_ROWS`] rows; `None` at the end of the file.
 fn next_batch(rows: &mut Rows) -> Option<Result<Vec<CsvRow>, String>> {
     let batch: Result<Vec<CsvRow>, _> = rows.by_ref().take(BATCH_ROWS).collect();
@@ -418,7 +425,16 @@ fn next_batch(rows: &mut Rows) -> Option<Result<Vec<CsvRow>, String>> {
 /// Each row made into the API's object and checked as the bulk path checks it (the domain's
 /// `change::create`), so that a refused row is named here with its line rather than failing the
 /// batch it is in.
-fn check_rows(kind: ImportKind, mapping: &Mapping, user_id: &str, rows: &[CsvRow]) -> Checked {
+///
+/// A contact whose email an earlier row of the file has is refused here too: the store would refuse
+/// the whole batch for it, and spreadsheets often hold the same person twice.
+fn check_rows(
+    kind: ImportKind,
+    mapping: &Mapping,
+    user_id: &str,
+    rows: &[CsvRow],
+    emails: &mut HashMap<String, u64>,
+) -> Checked {
     let now = chrono::Utc::now();
     let mut checked = Checked {
         rows: rows.len(),
@@ -432,10 +448,22 @@ fn check_rows(kind: ImportKind, mapping: &Mapping, user_id: &str, rows: &[CsvRow
     for row in rows {
         let object = mapping.to_object(kind, &row.cells);
         match change::create(kind.record_kind(), &object, String::new(), user_id, now) {
-            Ok(_) => {
-                checked.valid.push(object);
-                checked.lines.push(row.line);
-            }
+            Ok(record) => match record.get_str("email").filter(|_| kind == ImportKind::Contacts) {
+                Some(email) if emails.contains_key(&normalize_email(email)) => {
+                    let first = emails[&normalize_email(email)];
+                    let message = format!("is also on line {first}; each contact's email must be unique");
+                    let errors = FieldErrors::single("email", message);
+                    checked.refused_rows += 1;
+                    checked.problems.extend(problems_of(row, &errors, mapping));
+                }
+                email => {
+                    if let Some(email) = email {
+                        emails.insert(normalize_email(email), row.line);
+                    }
+                    checked.valid.push(object);
+                    checked.lines.push(row.line);
+                }
+            },
             Err(errors) => {
                 checked.refused_rows += 1;
                 checked.problems.extend(problems_of(row, &errors, mapping));
@@ -539,12 +567,18 @@ mod tests {
             row(3, ["Bob", "not-an-email", ""]),
             row(4, ["Cy", "", "Gold"]),
             row(5, ["", "", ""]),
+            row(6, ["Ada again", " ADA@example.com", ""]),
         ];
-        let checked = check_rows(ImportKind::Contacts, &mapping, "usr_1", &rows);
+        let mut emails = HashMap::new();
+        let checked = check_rows(ImportKind::Contacts, &mapping, "usr_1", &rows, &mut emails);
         assert_eq!(checked.lines, [2]);
-        assert_eq!(checked.refused_rows, 3);
+        assert_eq!(checked.refused_rows, 4);
         let named: Vec<(u64, &str)> = checked.problems.iter().map(|p| (p.line, p.field.as_str())).collect();
-        assert_eq!(named, [(3, "email"), (4, "status"), (5, "first_name")]);
+        assert_eq!(named, [(3, "email"), (4, "status"), (5, "first_name"), (6, "email")]);
+        assert_eq!(checked.problems[3].message, "is also on line 2; each contact's email must be unique");
+        let next =
+            check_rows(ImportKind::Contacts, &mapping, "usr_1", &[row(9, ["A", "ada@example.com", ""])], &mut emails);
+        assert_eq!(next.refused_rows, 1, "an email from an earlier batch is remembered");
         assert!(checked.problems[1].message.contains("Active, Inactive, VIP, Blocked"));
     }
 }
