@@ -421,3 +421,40 @@ async fn an_upload_needs_the_session_token_and_this_site_and_a_body_it_can_read(
     assert_eq!(started.status, 303);
     web.browser.close().await;
 }
+
+#[tokio::test]
+async fn without_javascript_the_progress_page_refreshes_itself_until_the_summary() {
+    let web = Web::admin().await;
+    web.browser.visit("/contacts/import").await;
+    let cookie = web.session_cookie().await;
+    let csrf = web.csrf_token().await;
+    let mut csv = String::from("first_name,email\n");
+    for row in 0..3000 {
+        csv.push_str(&format!("Row{row},row{row}@example.com\n"));
+    }
+    let (content_type, body) = multipart(&csrf, "plain.csv", csv.as_bytes());
+    let uploaded = send_upload(&web, &cookie, None, &content_type, body).await;
+    let page = uploaded.headers["location"].to_str().unwrap().to_owned();
+    let form = [("csrf_token", csrf.as_str()), ("column-0", "first_name"), ("column-1", "email")];
+    assert_eq!(web.send_as(&cookie, Method::POST, &page, Some(&form)).await.status, 303);
+
+    // Every look at the page, as a browser without the script makes it, either follows the import
+    // (and asks to be loaded again) or shows the summary (and asks for nothing more).
+    let summary = web
+        .browser
+        .eventually("the summary without the script", || async {
+            let answer = web.send_as(&cookie, Method::GET, &page, None).await;
+            let html = String::from_utf8_lossy(&answer.raw).into_owned();
+            let refreshes = html.contains("<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>");
+            let finished = html.contains("id=\"import-summary\"");
+            assert_ne!(refreshes, finished, "a page refreshes itself exactly while the import runs");
+            assert!(finished || html.contains(">Refresh</a>"), "a running import offers a Refresh link");
+            finished.then_some(html)
+        })
+        .await;
+    assert!(summary.contains("<dd id=\"imported-count\">3,000</dd>"), "{summary}");
+    let part = web.send_as(&cookie, Method::GET, &format!("{page}?partial=status"), None).await;
+    let part = String::from_utf8_lossy(&part.raw);
+    assert!(part.contains("data-live-end") && !part.contains("<html"), "the part alone, marked as the end: {part}");
+    web.browser.close().await;
+}

@@ -286,7 +286,7 @@ pub enum BatchOutcome {
 }
 
 impl Job {
-    fn new(file_name: String, total: usize) -> Job {
+    pub(crate) fn new(file_name: String, total: usize) -> Job {
         let progress = Progress {
             phase: Phase::Queued,
             rows_done: 0,

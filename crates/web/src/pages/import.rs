@@ -508,6 +508,33 @@ fn title_case(word: &str) -> String {
 mod tests {
     use super::*;
 
+    fn visitor() -> Visitor {
+        let user = estate_crm_store::User {
+            id: "usr_1".into(),
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+            role: estate_crm_store::Role::Agent,
+        };
+        Visitor { user, csrf: "token".into(), session_hash: "hash".into() }
+    }
+
+    async fn html_of(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("a page");
+        String::from_utf8(bytes.to_vec()).expect("UTF-8")
+    }
+
+    #[tokio::test]
+    async fn a_running_import_refreshes_itself_without_the_script_and_offers_a_refresh_link() {
+        let job = Job::new("new.csv".into(), 2_500);
+        let html = html_of(progress_page(ImportKind::Contacts, &visitor(), "abc", &job)).await;
+        assert!(html.contains(r#"<noscript><meta http-equiv="refresh" content="2"></noscript>"#), "{html}");
+        assert!(html.contains(r#"data-live="/contacts/import/abc?partial=status""#), "{html}");
+        assert!(html.contains(r#"<a href="/contacts/import/abc">Refresh</a>"#), "{html}");
+        assert!(html.contains("Waiting for another import to finish."), "{html}");
+        assert!(html.contains(r#"<progress id="import-progress" max="2500" value="0""#), "{html}");
+        assert!(!html.contains("data-live-end"), "a running import has no end yet");
+    }
+
     #[test]
     fn counts_read_with_thousands_separators() {
         assert_eq!(count(0), "0");
