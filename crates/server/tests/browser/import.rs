@@ -180,6 +180,9 @@ async fn the_sample_file_imports_with_no_refused_row_and_an_agents_import_is_the
     assert_eq!(web.browser.text("#refused-count").await, "0", "{summary}");
     assert_eq!(web.browser.text("#imported-count").await, rows.to_string());
     assert!(!web.browser.has("#refused-rows").await);
+    let offered = web.send_as(&web.session_cookie().await, Method::GET, "/contacts/import/sample.csv", None).await;
+    assert_eq!(offered.status, 200);
+    assert_eq!(offered.raw, std::fs::read(&sample).unwrap(), "the upload page offers the same sample file");
 
     let listed = web.app.get("/api/v1/contacts?limit=1000").await;
     let items = listed.body["items"].as_array().expect("contacts");

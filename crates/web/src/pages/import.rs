@@ -70,6 +70,18 @@ fn cut(text: &str) -> String {
 
 // --- the upload step ---
 
+/// The sample file the repository ships, 300 made-up contacts in Export CSV's format.
+const SAMPLE_CONTACTS: &str = include_str!("../../../../docs/sample-contacts.csv");
+
+/// `GET /contacts/import/sample.csv`: the sample file, to try the import with.
+pub async fn sample_contacts(_visitor: Visitor) -> Response {
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+        (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"sample-contacts.csv\""),
+    ];
+    (headers, SAMPLE_CONTACTS).into_response()
+}
+
 /// `GET /contacts/import`.
 pub async fn contacts_page(visitor: Visitor) -> Response {
     upload_page(ImportKind::Contacts, &visitor, None, StatusCode::OK)
@@ -148,6 +160,10 @@ fn upload_page(kind: ImportKind, visitor: &Visitor, message: Option<Flash>, code
             li { "Rows go in batches of " (count(BATCH_ROWS)) ", each all or nothing, as with the bulk API. A row "
                  "that fails the checks is left out and named in the summary with its line; the other rows go in. "
                  "Each new record sends its webhook." }
+        }
+        @if kind == ImportKind::Contacts {
+            p { "To try it, download " a href="/contacts/import/sample.csv" download { "a sample file of 300 made-up contacts" }
+                " and upload it here." }
         }
         p {
             @match kind {

@@ -39,6 +39,7 @@ pub fn router() -> Router<WebState> {
             "/contacts/import",
             get(import::contacts_page).post(import::upload_contacts).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
         )
+        .route("/contacts/import/sample.csv", get(import::sample_contacts))
         .route("/contacts/import/{id}", get(import::contacts_job).post(import::start_contacts))
         .route(
             "/leads/import",
