@@ -284,8 +284,8 @@ pub fn login_secret(headers: &HeaderMap, secure: bool) -> (String, Option<Header
 pub struct UploadForm {
     /// Who sent it.
     pub visitor: Visitor,
-    /// The file's name and bytes, or why it could not be read.
-    pub file: Result<(String, axum::body::Bytes), String>,
+    /// The file's name and bytes, or why it could not be read (with the status to answer).
+    pub file: Result<(String, axum::body::Bytes), (StatusCode, String)>,
 }
 
 /// The form field that carries the file.
@@ -305,11 +305,11 @@ impl FromRequest<WebState> for UploadForm {
             Ok(multipart) => multipart,
             Err(_) => {
                 let message = "Choose a CSV file with the form's file field and send it again.".to_owned();
-                return Ok(UploadForm { visitor, file: Err(message) });
+                return Ok(UploadForm { visitor, file: Err((StatusCode::BAD_REQUEST, message)) });
             }
         };
         let mut token = String::new();
-        let mut file = Err("Choose a CSV file to upload.".to_owned());
+        let mut file = Err((StatusCode::BAD_REQUEST, "Choose a CSV file to upload.".to_owned()));
         loop {
             let field = match multipart.next_field().await {
                 Ok(Some(field)) => field,
@@ -335,12 +335,13 @@ impl FromRequest<WebState> for UploadForm {
     }
 }
 
-fn upload_error(err: &axum::extract::multipart::MultipartError) -> String {
+fn upload_error(err: &axum::extract::multipart::MultipartError) -> (StatusCode, String) {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        "The file is larger than the server takes. Split it into smaller files and upload them one at a time."
-            .to_owned()
+        let message =
+            "The file is larger than the server takes. Split it into smaller files and upload them one at a time.";
+        (StatusCode::PAYLOAD_TOO_LARGE, message.to_owned())
     } else {
-        format!("The upload could not be read ({err}). Send the file again.")
+        (StatusCode::BAD_REQUEST, format!("The upload could not be read ({err}). Send the file again."))
     }
 }
 

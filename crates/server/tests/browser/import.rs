@@ -409,7 +409,7 @@ async fn an_upload_needs_the_session_token_and_this_site_and_a_body_it_can_read(
     let huge = vec![b'a'; 33 * 1024 * 1024];
     let (content_type, body) = multipart(&csrf, "huge.csv", &huge);
     let too_large = send_upload(&web, &cookie, None, &content_type, body).await;
-    assert_eq!(too_large.status, 400, "the upload stops at the limit");
+    assert_eq!(too_large.status, 413, "the upload stops at the limit");
     assert!(String::from_utf8_lossy(&too_large.raw).contains("larger than the server takes"));
 
     let (content_type, body) = multipart(&csrf, "a.csv", good);

@@ -173,12 +173,12 @@ fn may_see(actor: &Actor, owner: &str) -> bool {
 fn forget_expired(entries: &mut HashMap<String, Entry>) {
     entries.retain(|_, entry| match &entry.state {
         EntryState::Waiting(_) => entry.since.elapsed() < WAITING_FOR,
-        EntryState::Started(job) => !job.progress().phase.is_over() || entry.since.elapsed() < SUMMARY_FOR,
+        EntryState::Started(job) => !job.is_over() || entry.since.elapsed() < SUMMARY_FOR,
     });
     // When too many finished summaries are kept, the oldest make room for new imports.
     let mut finished: Vec<(Instant, String)> = entries
         .iter()
-        .filter(|(_, e)| matches!(&e.state, EntryState::Started(job) if job.progress().phase.is_over()))
+        .filter(|(_, e)| matches!(&e.state, EntryState::Started(job) if job.is_over()))
         .map(|(id, e)| (e.since, id.clone()))
         .collect();
     let started = entries.values().filter(|e| matches!(e.state, EntryState::Started(_))).count();
@@ -301,6 +301,11 @@ impl Job {
     /// A copy of where it is now.
     pub fn progress(&self) -> Progress {
         self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Whether nothing more will happen (without copying the progress).
+    pub fn is_over(&self) -> bool {
+        self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).phase.is_over()
     }
 
     fn update(&self, change: impl FnOnce(&mut Progress)) {
@@ -504,7 +509,7 @@ fn not_applied(err: &StoreError, lines: &[u64], rows: usize) -> BatchOutcome {
     }
     if errors.is_none() {
         tracing::error!(error = %err, "the store refused an import batch");
-        unplaced.push("the database could not write it; try the import again".to_owned());
+        unplaced.push("the server could not write it (its log says why); import these rows again".to_owned());
     }
     problems.truncate(MAX_LISTED);
     let reason = (!unplaced.is_empty()).then(|| unplaced.join("; "));

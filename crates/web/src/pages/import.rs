@@ -106,7 +106,7 @@ async fn upload(kind: ImportKind, state: WebState, UploadForm { visitor, file }:
     let refuse = |message: String, code| upload_page(kind, &visitor, Some(Flash::Error(message)), code);
     let (file_name, bytes) = match file {
         Ok(file) => file,
-        Err(message) => return refuse(message, StatusCode::BAD_REQUEST),
+        Err((code, message)) => return refuse(message, code),
     };
     if bytes.len() > csv_file::MAX_BYTES {
         let message = "The file is larger than 32 MiB. Split it into smaller files and upload them one at a time.";
