@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use estate_crm_domain::{FieldErrors, change, normalize_email};
+use estate_crm_domain::{FieldErrors, RecordKind, change, normalize_email};
 use estate_crm_store::{Actor, BulkOp, ErrorKind, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -154,7 +154,7 @@ impl Imports {
             (upload, job)
         };
         let running = Arc::clone(&self.running);
-        let run = Run { store, actor, kind, mapping, job: Arc::clone(&job) };
+        let run = Run { store, actor, kind, mapping, job: Arc::clone(&job), contacts: HashMap::new() };
         tokio::spawn(async move {
             // The semaphore is never closed, so a permit always comes.
             let Ok(_permit) = running.acquire().await else { return };
@@ -320,6 +320,8 @@ struct Run {
     kind: ImportKind,
     mapping: Mapping,
     job: Arc<Job>,
+    /// Whether each contact id a lead row named is a contact the user may see, looked up once.
+    contacts: HashMap<String, bool>,
 }
 
 /// A batch after the check: the rows to write, with their lines, and the problems of the others.
@@ -335,7 +337,7 @@ struct Checked {
 }
 
 impl Run {
-    async fn rows(self, upload: Arc<Upload>) {
+    async fn rows(mut self, upload: Arc<Upload>) {
         let started = Instant::now();
         let mut reader = Reader { rows: upload.file.rows(), emails: HashMap::new() };
         // Drop the upload here: the reader shares the file's text and is all the import needs.
@@ -372,7 +374,10 @@ impl Run {
         self.job.update(|progress| progress.phase = Phase::Finished { took_ms });
     }
 
-    async fn write(&self, number: usize, checked: Checked) {
+    async fn write(&mut self, number: usize, mut checked: Checked) {
+        if self.kind == ImportKind::Leads {
+            self.refuse_unknown_contacts(&mut checked).await;
+        }
         let outcome = if checked.valid.is_empty() {
             BatchOutcome::NothingToWrite
         } else {
@@ -384,6 +389,38 @@ impl Run {
         };
         let batch = Batch { number, first_line: checked.first_line, last_line: checked.last_line, outcome };
         self.finish_batch(batch, checked.rows, checked.problems, checked.refused_rows);
+    }
+
+    /// Leads whose `contact_id` names no contact the user may see are refused here, with the store's
+    /// own words: the store would refuse their whole batch for them.
+    async fn refuse_unknown_contacts(&mut self, checked: &mut Checked) {
+        let rows = std::mem::take(&mut checked.valid).into_iter().zip(std::mem::take(&mut checked.lines));
+        for (object, line) in rows {
+            let id = object.get("contact_id").and_then(Value::as_str).map(str::trim).unwrap_or("").to_owned();
+            if self.contact_exists(&id).await {
+                checked.valid.push(object);
+                checked.lines.push(line);
+            } else {
+                checked.refused_rows += 1;
+                let message = format!("no contact has the id {id:?}");
+                checked.problems.push(Problem { line, field: "contact_id".into(), message, value: Some(id) });
+            }
+        }
+        checked.problems.sort_by_key(|problem| problem.line);
+    }
+
+    async fn contact_exists(&mut self, id: &str) -> bool {
+        if let Some(known) = self.contacts.get(id) {
+            return *known;
+        }
+        let known = match self.store.get_record(&self.actor, RecordKind::Contact, id).await {
+            Ok(_) => true,
+            Err(err) if matches!(err.kind(), ErrorKind::NotFound) => false,
+            // Not known either way: the store decides when the batch is written.
+            Err(_) => return true,
+        };
+        self.contacts.insert(id.to_owned(), known);
+        known
     }
 
     /// The file could not be read on (it was read whole when uploaded, so this is not expected):
