@@ -323,6 +323,40 @@ async fn leads_import_with_their_contact_and_a_row_naming_an_unknown_contact_is_
     web.browser.close().await;
 }
 
+#[tokio::test]
+async fn a_file_over_10000_rows_goes_in_batches_and_a_batch_the_store_refuses_is_not_applied() {
+    let web = Web::admin().await;
+    web.app.create("contacts", json!({ "first_name": "Taken", "email": "taken@example.com" })).await;
+    let mut csv = String::from("first_name,email\n");
+    for line in 2..=10_051 {
+        let email = if line == 10_020 { "taken@example.com".to_owned() } else { format!("row{line}@example.com") };
+        csv.push_str(&format!("Row{line},{email}\n"));
+    }
+    let dir = tempfile::tempdir().expect("a folder for the file");
+    let file = write_file(&dir, "big.csv", csv.as_bytes());
+
+    upload(&web, "contacts", &file, "#mapping").await;
+    import_and_wait(&web, "Import 10,050 contacts").await;
+    assert_eq!(web.browser.text("#imported-count").await, "10,000");
+    assert_eq!(web.browser.text("#batches-applied").await, "1 of 2");
+    let batches = web
+        .browser
+        .script(
+            "return [...document.querySelectorAll('#import-batches > tbody > tr')].map(r => \
+             [r.cells[1].innerText.trim(), r.dataset.applied])",
+        )
+        .await;
+    assert_eq!(batches, json!([["2–10001", "true"], ["10002–10051", "false"]]), "which batches were applied");
+    let problems = web.browser.text("#batch-2-problems").await;
+    assert!(
+        problems.contains("10020") && problems.contains("a contact with this email already exists"),
+        "the store's message is put back on its line: {problems}"
+    );
+    let second_batch_row = web.app.get("/api/v1/contacts?limit=1").await;
+    assert_eq!(second_batch_row.body["items"][0]["email"], "row10001@example.com", "the last row written is batch 1's");
+    web.browser.close().await;
+}
+
 /// A `multipart/form-data` body with a CSRF token and a file: (content type, body).
 fn multipart(csrf: &str, file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----estate-crm-test-boundary";
