@@ -482,17 +482,21 @@ fn batch_result(kind: ImportKind, batch: &Batch) -> Markup {
                 " " (count(*rows)) " valid " @if *rows == 1 { "row was" } @else { "rows were" } " not written, because:"
                 @if let Some(reason) = reason { p { (reason) } }
                 @if !problems.is_empty() { (problem_table(&format!("batch-{}-problems", batch.number), problems)) }
+                p.hint { "Fix them, then import lines " (batch.first_line) "–" (batch.last_line) " again." }
             }
         }
     }
 }
 
 fn problem_table(id: &str, problems: &[Problem]) -> Markup {
+    // The store's messages name a row and a field, not the cell: no column of values for them.
+    let values = problems.iter().any(|problem| problem.value.is_some());
     html! {
         div.table-wrap {
             table id=(id) {
                 thead { tr {
-                    th scope="col" { "Line" } th scope="col" { "Field" } th scope="col" { "Why" } th scope="col" { "In the file" }
+                    th scope="col" { "Line" } th scope="col" { "Field" } th scope="col" { "Why" }
+                    @if values { th scope="col" { "In the file" } }
                 } }
                 tbody {
                     @for problem in problems {
@@ -500,11 +504,13 @@ fn problem_table(id: &str, problems: &[Problem]) -> Markup {
                             td { (problem.line) }
                             td { code { (problem.field) } }
                             td { (problem.message) }
-                            td.value {
-                                @match problem.value.as_deref() {
-                                    Some("") => span.empty { "(empty)" },
-                                    Some(value) => (cut(value)),
-                                    None => "",
+                            @if values {
+                                td.value {
+                                    @match problem.value.as_deref() {
+                                        Some("") => span.empty { "(empty)" },
+                                        Some(value) => (cut(value)),
+                                        None => "",
+                                    }
                                 }
                             }
                         }
