@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub const MAX_ROWS: usize = 100_000;
 /// The largest file accepted, in bytes.
 pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// The most columns a file may have: the export has 27, and each column is a row of the mapping step.
+pub const MAX_COLUMNS: usize = 200;
 /// Rows kept for the preview.
 pub const PREVIEW_ROWS: usize = 5;
 /// Values kept per column to show beside it in the mapping step.
@@ -128,6 +130,11 @@ pub enum FileProblem {
     },
     /// More than [`MAX_ROWS`] data rows.
     TooManyRows,
+    /// More than [`MAX_COLUMNS`] columns.
+    TooManyColumns {
+        /// How many the header has.
+        found: usize,
+    },
     /// A quoting error or another fault the CSV reader names.
     Unreadable {
         /// The line it was found on, if known.
@@ -160,7 +167,12 @@ impl fmt::Display for FileProblem {
                 f,
                 "The first row should name the columns (first_name, email, ...), but it looks like data: {}. \
                  Add a header row and upload the file again.",
-                first_row.iter().take(6).map(|cell| format!("\"{cell}\"")).collect::<Vec<_>>().join(", ")
+                first_row
+                    .iter()
+                    .take(6)
+                    .map(|cell| format!("\"{}\"", cell.chars().take(40).collect::<String>()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             FileProblem::NoRows => f.write_str("The file has a header row but no rows to import."),
             FileProblem::Ragged { line, expected, found } => write!(
@@ -172,6 +184,11 @@ impl fmt::Display for FileProblem {
                 f,
                 "The file has more than {MAX_ROWS} rows. Split it into files of at most {MAX_ROWS} rows and \
                  import them one after the other."
+            ),
+            FileProblem::TooManyColumns { found } => write!(
+                f,
+                "The header has {found} columns; at most {MAX_COLUMNS} can be imported. Remove the columns you do \
+                 not need and upload the file again."
             ),
             FileProblem::Unreadable { line: Some(line), detail } => {
                 write!(f, "The file could not be read as CSV at line {line}: {detail}.")
@@ -205,6 +222,9 @@ pub fn parse(bytes: &[u8]) -> Result<CsvFile, FileProblem> {
     };
     if !looks_like_a_header(&headers) {
         return Err(FileProblem::NoHeader { first_row: headers });
+    }
+    if headers.len() > MAX_COLUMNS {
+        return Err(FileProblem::TooManyColumns { found: headers.len() });
     }
     let mut file =
         CsvFile { text: shared, row_count: 0, preview: Vec::new(), samples: vec![Vec::new(); headers.len()], headers };
@@ -335,6 +355,11 @@ mod tests {
         assert!(matches!(parse(b",,\n1,2,3\n"), Err(FileProblem::NoHeader { .. })));
         let too_many = format!("first_name\n{}", "x\n".repeat(MAX_ROWS + 1));
         assert_eq!(parse(too_many.as_bytes()).unwrap_err(), FileProblem::TooManyRows);
+        let wide = format!("{}\n{}\n", vec!["c"; MAX_COLUMNS + 1].join(","), vec!["x"; MAX_COLUMNS + 1].join(","));
+        assert_eq!(parse(wide.as_bytes()).unwrap_err(), FileProblem::TooManyColumns { found: MAX_COLUMNS + 1 });
+        let long_cell = format!("{},b\n", "a@".repeat(10_000));
+        let message = parse(long_cell.as_bytes()).unwrap_err().to_string();
+        assert!(message.len() < 400, "a message quotes a cell's start only: {} bytes", message.len());
         let just_enough = format!("first_name\n{}", "x\n".repeat(MAX_ROWS));
         let at_the_limit = parse(just_enough.as_bytes()).expect("the limit itself is fine");
         assert_eq!((at_the_limit.row_count, at_the_limit.preview.len()), (MAX_ROWS, PREVIEW_ROWS));

@@ -524,7 +524,8 @@ fn problems_of<'a>(
         line: row.line,
         field: field.clone(),
         message: message.clone(),
-        value: mapping.column_of(field).and_then(|column| row.cells.get(column)).cloned(),
+        // Enough of the value to recognise it; the page cuts it shorter still.
+        value: mapping.column_of(field).and_then(|column| row.cells.get(column)).map(|v| v.chars().take(200).collect()),
     })
 }
 

@@ -143,8 +143,8 @@ impl Mapping {
             if let Some(first) = targets[..index].iter().position(|earlier| earlier == target) {
                 return Err(format!(
                     "The columns \"{}\" and \"{}\" both go to {}; choose one, and \"ignore\" for the other.",
-                    headers.get(first).map_or("", String::as_str),
-                    headers.get(index).map_or("", String::as_str),
+                    short(headers.get(first)),
+                    short(headers.get(index)),
                     target.name()
                 ));
             }
@@ -187,6 +187,11 @@ impl Mapping {
         }
         Value::Object(object)
     }
+}
+
+/// A header as a message quotes it: at most 60 characters.
+fn short(header: Option<&String>) -> String {
+    header.map_or(String::new(), |header| header.chars().take(60).collect())
 }
 
 /// A cell as the JSON value of a field of type `ty`.

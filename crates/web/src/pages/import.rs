@@ -301,7 +301,7 @@ fn mapping_page(
                             tr {
                                 th scope="row" {
                                     label for=(select_id) {
-                                        @if header.is_empty() { "(column " (column + 1) ", no name)" } @else { (header) }
+                                        @if header.is_empty() { "(column " (column + 1) ", no name)" } @else { (cut(header)) }
                                     }
                                 }
                                 td.samples { (samples(file.samples.get(column))) }
@@ -324,7 +324,7 @@ fn mapping_page(
             table #preview {
                 thead { tr {
                     th scope="col" { "Line" }
-                    @for header in &file.headers { th scope="col" { (header) } }
+                    @for header in &file.headers { th scope="col" { (cut(header)) } }
                 } }
                 tbody {
                     @for row in &file.preview {
