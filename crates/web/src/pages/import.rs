@@ -18,7 +18,7 @@ use maud::{Markup, html};
 use super::{Flash, Section, csrf_field, error_page, flash, shell, shell_with_head};
 use crate::WebState;
 use crate::import::ImportKind;
-use crate::import::csv_file::{self, MAX_ROWS};
+use crate::import::csv_file::{self, MAX_COLUMNS, MAX_ROWS};
 use crate::import::jobs::{
     BATCH_ROWS, Batch, BatchOutcome, Busy, Found, Job, MAX_LISTED, Phase, Problem, Progress, Upload,
 };
@@ -139,7 +139,7 @@ fn upload_page(kind: ImportKind, visitor: &Visitor, message: Option<Flash>, code
             div.field {
                 label for="f-file" { "CSV file" }
                 p.hint #f-file-hint {
-                    "UTF-8 text with a header row first; at most " (count(MAX_ROWS)) " rows and 32 MiB."
+                    "UTF-8 text with a header row first; at most " (count(MAX_ROWS)) " rows, " (MAX_COLUMNS) " columns and 32 MiB."
                 }
                 input #f-file type="file" name=(UPLOAD_FIELD) accept=".csv,text/csv" required
                     aria-describedby="f-file-hint" aria-invalid=[invalid.then_some("true")];
