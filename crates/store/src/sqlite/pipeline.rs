@@ -1,0 +1,176 @@
+//! The pipeline screens' queries (see `crate::pipeline`). Each one names its kind as a literal in
+//! the SQL, so that SQLite can use the partial indexes on JSON fields that migration "pipeline"
+//! makes (`... WHERE kind = 'deal'`): a parameter would not match an index's WHERE clause.
+
+use std::collections::HashMap;
+
+use estate_crm_domain::schema;
+use estate_crm_domain::{FieldErrors, Record, RecordKind};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, params_from_iter};
+use serde_json::Value;
+
+use super::records::{RECORD_COLUMNS, paginate, parse_cursor, record_from_row};
+use crate::ids;
+use crate::pipeline::{DueTasks, RecordQuery, Scope, StageTotal, lead_source_for_enquiry};
+use crate::{Actor, Page, PageRequest, Role, StoreError};
+
+/// At most this many ids in one [`by_ids`] call.
+pub(super) const MAX_IDS: usize = 500;
+
+/// The user whose records a scope limits to, if any.
+fn scope_user(actor: &Actor, scope: Scope) -> Option<String> {
+    match scope {
+        Scope::Visible if actor.role == Role::Admin => None,
+        _ => Some(actor.user_id.clone()),
+    }
+}
+
+/// A JSON value as the SQL value `json_extract` answers for it.
+fn sql_value(field: &str, value: &Value) -> Result<SqlValue, StoreError> {
+    match value {
+        Value::String(s) => Ok(SqlValue::Text(s.clone())),
+        Value::Bool(b) => Ok(SqlValue::Integer(i64::from(*b))),
+        Value::Number(n) => Ok(n.as_i64().map_or_else(|| SqlValue::Real(n.as_f64().unwrap_or(0.0)), SqlValue::Integer)),
+        _ => {
+            Err(StoreError::invalid(FieldErrors::single(field, "can only be filtered by a string, number or boolean")))
+        }
+    }
+}
+
+pub(super) fn find(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    query: &RecordQuery,
+    page: &PageRequest,
+) -> Result<Page<Record>, StoreError> {
+    let before = parse_cursor(page.cursor.as_deref())?;
+    let limit = page.limit.clamp(1, 1000);
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = '{}' AND seq < ?1", kind.name());
+    let mut values = vec![SqlValue::Integer(before)];
+    if let Some(user) = scope_user(actor, query.scope) {
+        values.push(SqlValue::Text(user));
+        let n = values.len();
+        sql.push_str(&format!(" AND (created_by = ?{n} OR assigned_agent_id = ?{n})"));
+    }
+    for (field, value) in &query.equals {
+        // Only a schema's own names reach the SQL text, so nothing a client sends can.
+        let Some(field) = schema::field(kind, field) else {
+            return Err(StoreError::invalid(FieldErrors::single(field, "is not a known field")));
+        };
+        values.push(sql_value(field.name, value)?);
+        sql.push_str(&format!(" AND json_extract(fields, '$.{}') = ?{}", field.name, values.len()));
+    }
+    values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(1000) + 1));
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", values.len()));
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows =
+        statement.query_map(params_from_iter(values), |row| Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?)))?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, limit)
+}
+
+/// The task index's sort key: the due date, with undated tasks after every date.
+const DUE_KEY: &str = "COALESCE(json_extract(fields, '$.due_date'), '9999-12-31')";
+
+pub(super) fn due_tasks(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    scope: Scope,
+    offset: usize,
+    limit: usize,
+) -> Result<DueTasks, StoreError> {
+    let limit = limit.clamp(1, 1000);
+    let user = scope_user(actor, scope);
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE kind = 'task' AND json_extract(fields, '$.completed') = 0
+           AND (?1 IS NULL OR created_by = ?1 OR assigned_agent_id = ?1)
+         ORDER BY {DUE_KEY}, seq LIMIT ?2 OFFSET ?3"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let wanted = i64::try_from(limit).unwrap_or(1000) + 1;
+    let offset_sql = i64::try_from(offset).unwrap_or(i64::MAX);
+    let mut items = statement
+        .query_map(rusqlite::params![user, wanted, offset_sql], |row| record_from_row(row, tag))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_offset = (items.len() > limit).then(|| offset + limit);
+    items.truncate(limit);
+    Ok(DueTasks { items, next_offset })
+}
+
+pub(super) fn stage_totals(conn: &Connection, actor: &Actor, scope: Scope) -> Result<Vec<StageTotal>, StoreError> {
+    let user = scope_user(actor, scope);
+    let mut statement = conn.prepare_cached(
+        "SELECT json_extract(fields, '$.stage'), COALESCE(json_extract(fields, '$.currency'), ''),
+                COUNT(*), TOTAL(json_extract(fields, '$.amount'))
+         FROM records
+         WHERE kind = 'deal' AND (?1 IS NULL OR created_by = ?1 OR assigned_agent_id = ?1)
+         GROUP BY 1, 2 ORDER BY 1, 3 DESC",
+    )?;
+    let rows = statement.query_map([user], |row| {
+        Ok(StageTotal {
+            stage: row.get::<_, Option<String>>(0)?.unwrap_or_default(),
+            currency: row.get(1)?,
+            count: row.get::<_, i64>(2)?.try_into().unwrap_or(0),
+            amount: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn by_ids(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    ids: &[String],
+) -> Result<Vec<Record>, StoreError> {
+    if ids.len() > MAX_IDS {
+        return Err(StoreError::invalid(FieldErrors::single("ids", "must be at most 500 ids")));
+    }
+    let mut seqs: Vec<i64> = ids.iter().filter_map(|id| ids::parse(kind.id_prefix(), tag, id)).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A `json_each` of the seqs keeps one cached statement for any number of ids.
+    let list = serde_json::to_string(&seqs).expect("numbers serialise");
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE seq IN (SELECT value FROM json_each(?1)) AND kind = ?2"
+    ))?;
+    let rows = statement.query_map(rusqlite::params![list, kind.name()], |row| record_from_row(row, tag))?;
+    let records = rows.collect::<Result<Vec<_>, _>>()?;
+    Ok(records.into_iter().filter(|r| actor.may_see(&r.created_by, r.assigned_agent_id())).collect())
+}
+
+pub(super) fn leads_from_enquiries(
+    conn: &Connection,
+    tag: &str,
+    enquiry_ids: &[String],
+) -> Result<HashMap<String, String>, StoreError> {
+    if enquiry_ids.len() > MAX_IDS {
+        return Err(StoreError::invalid(FieldErrors::single("ids", "must be at most 500 ids")));
+    }
+    let sources: HashMap<String, String> =
+        enquiry_ids.iter().map(|id| (lead_source_for_enquiry(id), id.clone())).collect();
+    let list = serde_json::to_string(&sources.keys().collect::<Vec<_>>()).expect("strings serialise");
+    let mut statement = conn.prepare_cached(
+        "SELECT json_extract(fields, '$.lead_source'), MIN(seq) FROM records
+         WHERE kind = 'lead' AND json_extract(fields, '$.lead_source') IN (SELECT value FROM json_each(?1))
+         GROUP BY 1",
+    )?;
+    let rows = statement.query_map([list], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+    let mut found = HashMap::new();
+    for row in rows {
+        let (source, seq) = row?;
+        if let Some(enquiry) = sources.get(&source) {
+            found.insert(enquiry.clone(), ids::format(RecordKind::Lead.id_prefix(), tag, seq));
+        }
+    }
+    Ok(found)
+}
