@@ -15,6 +15,7 @@ mod dashboard;
 mod deliveries;
 mod endpoints;
 mod harness;
+mod pipeline;
 mod security;
 mod signin;
 mod users;
