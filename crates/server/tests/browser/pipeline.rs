@@ -351,8 +351,8 @@ async fn an_agents_dashboard_and_lists_show_only_their_own() {
     browser.visit("/").await;
     let tasks = browser.text("#dashboard-tasks").await;
     assert!(tasks.contains("Ann's task") && tasks.contains("overdue") && !tasks.contains("Bob's"), "{tasks}");
-    assert_eq!(browser.text("#dashboard-deals tr[data-stage='new'] .count").await, "1");
-    assert_eq!(browser.text("#dashboard-deals tr[data-stage='new'] .total").await, "USD 100,000");
+    assert_eq!(browser.text("#dashboard-deals tr[data-stage='new'] .deal-count").await, "1");
+    assert_eq!(browser.text("#dashboard-deals tr[data-stage='new'] .deal-total").await, "USD 100,000");
     assert!(!browser.has("#webhook-health").await, "agents do not see the webhooks' health");
     browser.screenshot("dashboard-agent").await;
 

@@ -134,8 +134,8 @@ async fn my_day(state: &WebState, visitor: &Visitor) -> Result<Markup, StoreErro
                         @for column in columns(&totals) {
                             tr data-stage=(column.stage) {
                                 th scope="row" { a href=(format!("/deals?stage={}", column.stage)) { (stage_label(column.stage)) } }
-                                td.num.count { (column.count) }
-                                td.num.total { (column.total) }
+                                td.num.deal-count { (column.count) }
+                                td.num.deal-total { @if column.count > 0 { (column.total) } @else { "—" } }
                             }
                         }
                     }

@@ -123,7 +123,11 @@ async fn board(state: &WebState, visitor: &Visitor) -> Result<Markup, StoreError
             section.column data-stage=(column.stage) aria-labelledby=(heading) {
                 header.column-head {
                     h2 id=(heading) { (stage_label(column.stage)) }
-                    p.column-figures { span.count-badge { (column.count) } " " span.sub { (column.total) } }
+                    p.column-figures {
+                        span.count-badge { (column.count) }
+                        span.visually-hidden { @if column.count == 1 { " deal" } @else { " deals" } }
+                        @if column.count > 0 { " " span.sub { (column.total) } }
+                    }
                 }
                 @if deals.is_empty() {
                     p.empty.drop-hint { "No deal" }
@@ -149,7 +153,9 @@ fn card(visitor: &Visitor, deal: &Record, names: &HashMap<String, String>) -> Ma
         li.deal-card draggable="true" data-deal-id=(deal.id) data-stage=(stage) {
             a.deal-title href=(format!("/deals/{}", deal.id)) { (title) }
             div.deal-amount { (deal_amount(deal)) }
-            div.sub { (contact_link(deal, names)) }
+            div.sub {
+                @if deal.get_str("contact_id").is_some() { (contact_link(deal, names)) } @else { "No contact" }
+            }
             form.move method="post" action=(format!("/deals/{}/stage", deal.id)) {
                 (csrf_field(visitor))
                 input type="hidden" name="back" value="/deals";
