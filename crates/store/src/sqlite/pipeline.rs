@@ -48,31 +48,54 @@ pub(super) fn find(
 ) -> Result<Page<Record>, StoreError> {
     let before = parse_cursor(page.cursor.as_deref())?;
     let limit = page.limit.clamp(1, 1000);
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = '{}' AND seq < ?1", kind.name());
+    let user = scope_user(actor, query.scope);
+    let mut names = Vec::with_capacity(query.equals.len());
     let mut values = vec![SqlValue::Integer(before)];
-    if let Some(user) = scope_user(actor, query.scope) {
-        values.push(SqlValue::Text(user));
-        let n = values.len();
-        sql.push_str(&format!(" AND (created_by = ?{n} OR assigned_agent_id = ?{n})"));
-    }
-    for (field, value) in &query.equals {
+    values.extend(user.map(SqlValue::Text));
+    for (name, value) in &query.equals {
         // Only a schema's own names reach the SQL text, so nothing a client sends can.
-        let Some(field) = schema::field(kind, field) else {
-            return Err(StoreError::invalid(FieldErrors::single(field, "is not a known field")));
+        let Some(field) = schema::field(kind, name) else {
+            return Err(StoreError::invalid(FieldErrors::single(name, "is not a known field")));
         };
+        names.push(field.name);
         values.push(sql_value(field.name, value)?);
-        sql.push_str(&format!(" AND json_extract(fields, '$.{}') = ?{}", field.name, values.len()));
     }
     values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(1000) + 1));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", values.len()));
+    let sql = find_sql(kind, values.len() > names.len() + 2, &names);
     let mut statement = conn.prepare_cached(&sql)?;
     let rows =
         statement.query_map(params_from_iter(values), |row| Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?)))?;
     paginate(rows.collect::<Result<Vec<_>, _>>()?, limit)
 }
 
+/// The statement of [`find`]: `?1` the cursor, then the user when `scoped`, then one value per
+/// field, then the limit.
+fn find_sql(kind: RecordKind, scoped: bool, fields: &[&str]) -> String {
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = '{}' AND seq < ?1", kind.name());
+    let mut n = 1;
+    if scoped {
+        n += 1;
+        sql.push_str(&format!(" AND (created_by = ?{n} OR assigned_agent_id = ?{n})"));
+    }
+    for field in fields {
+        n += 1;
+        sql.push_str(&format!(" AND json_extract(fields, '$.{field}') = ?{n}"));
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", n + 1));
+    sql
+}
+
 /// The task index's sort key: the due date, with undated tasks after every date.
 const DUE_KEY: &str = "COALESCE(json_extract(fields, '$.due_date'), '9999-12-31')";
+
+fn due_tasks_sql() -> String {
+    format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE kind = 'task' AND json_extract(fields, '$.completed') = 0
+           AND (?1 IS NULL OR created_by = ?1 OR assigned_agent_id = ?1)
+         ORDER BY {DUE_KEY}, seq LIMIT ?2 OFFSET ?3"
+    )
+}
 
 pub(super) fn due_tasks(
     conn: &Connection,
@@ -84,13 +107,7 @@ pub(super) fn due_tasks(
 ) -> Result<DueTasks, StoreError> {
     let limit = limit.clamp(1, 1000);
     let user = scope_user(actor, scope);
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM records
-         WHERE kind = 'task' AND json_extract(fields, '$.completed') = 0
-           AND (?1 IS NULL OR created_by = ?1 OR assigned_agent_id = ?1)
-         ORDER BY {DUE_KEY}, seq LIMIT ?2 OFFSET ?3"
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
+    let mut statement = conn.prepare_cached(&due_tasks_sql())?;
     let wanted = i64::try_from(limit).unwrap_or(1000) + 1;
     let offset_sql = i64::try_from(offset).unwrap_or(i64::MAX);
     let mut items = statement
@@ -121,6 +138,10 @@ pub(super) fn stage_totals(conn: &Connection, actor: &Actor, scope: Scope) -> Re
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+fn by_ids_sql() -> String {
+    format!("SELECT {RECORD_COLUMNS} FROM records WHERE seq IN (SELECT value FROM json_each(?1)) AND kind = ?2")
+}
+
 pub(super) fn by_ids(
     conn: &Connection,
     tag: &str,
@@ -139,14 +160,18 @@ pub(super) fn by_ids(
     }
     // A `json_each` of the seqs keeps one cached statement for any number of ids.
     let list = serde_json::to_string(&seqs).expect("numbers serialise");
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM records
-         WHERE seq IN (SELECT value FROM json_each(?1)) AND kind = ?2"
-    ))?;
+    let mut statement = conn.prepare_cached(&by_ids_sql())?;
     let rows = statement.query_map(rusqlite::params![list, kind.name()], |row| record_from_row(row, tag))?;
     let records = rows.collect::<Result<Vec<_>, _>>()?;
     Ok(records.into_iter().filter(|r| actor.may_see(&r.created_by, r.assigned_agent_id())).collect())
 }
+
+/// Each source's first lead: the sources are the outer loop (CROSS JOIN keeps that order), so each
+/// one is a look-up in `leads_by_source` rather than a pass over every lead.
+const LEADS_FROM_ENQUIRIES: &str = "SELECT sources.value, MIN(records.seq)
+     FROM json_each(?1) AS sources CROSS JOIN records
+     WHERE records.kind = 'lead' AND json_extract(records.fields, '$.lead_source') = sources.value
+     GROUP BY sources.value";
 
 pub(super) fn leads_from_enquiries(
     conn: &Connection,
@@ -159,11 +184,7 @@ pub(super) fn leads_from_enquiries(
     let sources: HashMap<String, String> =
         enquiry_ids.iter().map(|id| (lead_source_for_enquiry(id), id.clone())).collect();
     let list = serde_json::to_string(&sources.keys().collect::<Vec<_>>()).expect("strings serialise");
-    let mut statement = conn.prepare_cached(
-        "SELECT json_extract(fields, '$.lead_source'), MIN(seq) FROM records
-         WHERE kind = 'lead' AND json_extract(fields, '$.lead_source') IN (SELECT value FROM json_each(?1))
-         GROUP BY 1",
-    )?;
+    let mut statement = conn.prepare_cached(LEADS_FROM_ENQUIRIES)?;
     let rows = statement.query_map([list], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
     let mut found = HashMap::new();
     for row in rows {
@@ -173,4 +194,35 @@ pub(super) fn leads_from_enquiries(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How SQLite runs `sql`: the details of its query plan, joined.
+    fn plan(sql: &str) -> String {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let parameters = statement.parameter_count();
+        let rows = statement
+            .query_map(params_from_iter(vec![SqlValue::Null; parameters]), |row| row.get::<_, String>(3))
+            .unwrap();
+        rows.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+    }
+
+    #[test]
+    fn the_board_and_the_lists_read_their_partial_indexes_not_every_record() {
+        let stage = plan(&find_sql(RecordKind::Deal, true, &["stage"]));
+        assert!(stage.contains("deals_by_stage"), "{stage}");
+        let status = plan(&find_sql(RecordKind::Lead, false, &["status"]));
+        assert!(status.contains("leads_by_status"), "{status}");
+        let tasks = plan(&due_tasks_sql());
+        assert!(tasks.contains("tasks_by_due") && !tasks.contains("TEMP B-TREE"), "in index order: {tasks}");
+        let made = plan(LEADS_FROM_ENQUIRIES);
+        let by_ids = plan(&by_ids_sql());
+        assert!(by_ids.contains("INTEGER PRIMARY KEY"), "{by_ids}");
+        assert!(made.contains("leads_by_source"), "{made}");
+    }
 }
