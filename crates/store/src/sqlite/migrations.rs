@@ -256,9 +256,14 @@ const MIGRATIONS: &[&str] = &[
     // pipeline: indexes for the web app's pipeline screens (sqlite/pipeline.rs), each partial to
     // its kind so that a table of 100,000 contacts costs them nothing: the deals board reads a
     // stage's newest deals, the tasks page open tasks by due date, the leads list filters by status,
-    // and the enquiry inbox finds the lead each enquiry became.
+    // and the enquiry inbox finds the lead each enquiry became. The board's totals read every deal;
+    // `deals_totals` holds what they need, so they read its entries instead of each deal's JSON.
     r#"
     CREATE INDEX IF NOT EXISTS deals_by_stage ON records (json_extract(fields, '$.stage'), seq) WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS deals_totals ON records (
+        json_extract(fields, '$.stage'), json_extract(fields, '$.currency'), json_extract(fields, '$.amount'),
+        created_by, assigned_agent_id
+    ) WHERE kind = 'deal';
     CREATE INDEX IF NOT EXISTS tasks_by_due ON records
         (json_extract(fields, '$.completed'), COALESCE(json_extract(fields, '$.due_date'), '9999-12-31'), seq)
         WHERE kind = 'task';
