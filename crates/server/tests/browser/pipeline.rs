@@ -112,6 +112,17 @@ async fn a_deal_moves_across_the_board_by_drag_and_drop_and_by_the_stage_menu() 
     browser.assert_not_reloaded("the stage menu").await;
     browser.check_page().await;
     browser.screenshot("deals").await;
+    // On a phone's width the columns stack, one under another, and nothing scrolls sideways.
+    browser.client().set_window_size(390, 844).await.expect("a phone's width");
+    let layout = browser
+        .script(
+            "const [a, b] = document.querySelectorAll('#board section.column'); \
+             return [b.getBoundingClientRect().top >= a.getBoundingClientRect().bottom, \
+                     document.documentElement.scrollWidth <= window.innerWidth]",
+        )
+        .await;
+    assert_eq!(layout, json!([true, true]), "stacked columns, no sideways scrolling");
+    browser.client().set_window_size(1280, 800).await.expect("the usual width");
 
     // Without the script the same form posts and the board comes back: Lost on the other deal.
     let other = web.app.get("/api/v1/deals?limit=10").await;
@@ -154,9 +165,11 @@ async fn a_task_is_completed_from_its_checkbox_in_place() {
         .create("tasks", json!({ "title": "Call Grace back", "due_date": "2020-01-02", "assigned_agent_id": me }))
         .await;
     let task = task["id"].as_str().unwrap().to_owned();
-    web.app
+    let later = web
+        .app
         .create("tasks", json!({ "title": "Send the brochure", "due_date": "2040-06-01", "assigned_agent_id": me }))
         .await;
+    let later = later["id"].as_str().unwrap().to_owned();
     web.app.create("tasks", json!({ "title": "Someone else's", "due_date": "2020-01-01" })).await;
 
     let browser = &web.browser;
@@ -185,6 +198,36 @@ async fn a_task_is_completed_from_its_checkbox_in_place() {
     browser.assert_not_reloaded("ticking a task").await;
     let api = web.app.get(&format!("/api/v1/tasks/{task}")).await;
     assert_eq!(api.body["completed"], true, "{}", api.body);
+
+    // Without the script: the box ticked and Save pressed post the same form, and the list comes back.
+    let cookie = web.session_cookie().await;
+    let csrf = web.csrf_token().await;
+    let fields = [("csrf_token", csrf.as_str()), ("set", "1"), ("done", "on"), ("back", "/tasks?whose=mine&done=")];
+    let answer = web
+        .send_from(
+            &cookie,
+            Some(&web.app.url("")),
+            hyper::Method::POST,
+            &format!("/tasks/{later}/complete"),
+            Some(&fields),
+        )
+        .await;
+    let location = answer.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert_eq!((answer.status.as_u16(), location), (303, "/tasks?whose=mine&done="));
+    assert_eq!(events(&mut receiver, 1).await[0].1["id"], later.as_str());
+    let elsewhere = [("csrf_token", csrf.as_str()), ("set", "1"), ("back", "https://evil.example/")];
+    let answer = web
+        .send_from(
+            &cookie,
+            Some(&web.app.url("")),
+            hyper::Method::POST,
+            &format!("/tasks/{later}/complete"),
+            Some(&elsewhere),
+        )
+        .await;
+    let location = answer.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert_eq!(location, "/tasks", "unticked it opens the task again, and goes back only within the site");
+    assert_eq!(web.app.get(&format!("/api/v1/tasks/{later}")).await.body["completed"], false);
 
     browser.visit("/tasks?whose=mine&done=1").await;
     assert!(browser.text("#tasks").await.contains("Call Grace back"), "the completed list has it");
