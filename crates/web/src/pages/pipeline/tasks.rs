@@ -60,7 +60,8 @@ impl TaskView {
         if self.whose == "all" && visitor.is_admin() { Scope::Visible } else { Scope::Mine }
     }
 
-    fn link(&self, whose: &str, done: bool) -> String {
+    fn link(whose: Scope, done: bool) -> String {
+        let whose = if whose == Scope::Visible { "all" } else { "mine" };
         format!("/tasks?whose={whose}&done={}", if done { "1" } else { "" })
     }
 }
@@ -146,7 +147,7 @@ pub async fn list(State(state): State<WebState>, visitor: Visitor, Query(view): 
             .await
         {
             Ok(page) => {
-                let next = page.next_cursor.map(|c| format!("{}&cursor={}", view.link(&view.whose, true), escape(&c)));
+                let next = page.next_cursor.map(|c| format!("{}&cursor={}", TaskView::link(scope, true), escape(&c)));
                 (page.items, next)
             }
             Err(err) => return error_page::store(&visitor, &err),
@@ -154,7 +155,7 @@ pub async fn list(State(state): State<WebState>, visitor: Visitor, Query(view): 
     } else {
         match state.store().due_tasks(&actor, scope, view.offset.min(100_000), PAGE).await {
             Ok(page) => {
-                let next = page.next_offset.map(|o| format!("{}&offset={o}", view.link(&view.whose, false)));
+                let next = page.next_offset.map(|o| format!("{}&offset={o}", TaskView::link(scope, false)));
                 (page.items, next)
             }
             Err(err) => return error_page::store(&visitor, &err),
@@ -165,14 +166,14 @@ pub async fn list(State(state): State<WebState>, visitor: Visitor, Query(view): 
         Err(err) => return error_page::store(&visitor, &err),
     };
     let today = Today::now();
-    let back = view.link(&view.whose, showing_done);
-    let whose = if scope == Scope::Visible { "all" } else { "mine" };
-    let heading = match (whose, showing_done) {
-        ("all", false) => "All open tasks",
-        ("all", true) => "All completed tasks",
-        (_, false) => "My tasks",
-        (_, true) => "My completed tasks",
+    let back = TaskView::link(scope, showing_done);
+    let heading = match (scope, showing_done) {
+        (Scope::Visible, false) => "All open tasks",
+        (Scope::Visible, true) => "All completed tasks",
+        (Scope::Mine, false) => "My tasks",
+        (Scope::Mine, true) => "My completed tasks",
     };
+    let current = |tab: Scope, done: bool| (scope == tab && showing_done == done).then_some("page");
     let message = view.deleted.as_ref().map(|_| Flash::Ok("The task was deleted.".to_owned()));
     let body = html! {
         div.heading-row {
@@ -182,11 +183,11 @@ pub async fn list(State(state): State<WebState>, visitor: Visitor, Query(view): 
         (flash(message.as_ref()))
         nav.tabs aria-label="Which tasks" {
             ul {
-                li { a href=(view.link("mine", false)) aria-current=[(whose == "mine" && !showing_done).then_some("page")] { "Open" } }
-                li { a href=(view.link("mine", true)) aria-current=[(whose == "mine" && showing_done).then_some("page")] { "Completed" } }
+                li { a href=(TaskView::link(Scope::Mine, false)) aria-current=[current(Scope::Mine, false)] { "Open" } }
+                li { a href=(TaskView::link(Scope::Mine, true)) aria-current=[current(Scope::Mine, true)] { "Completed" } }
                 @if visitor.is_admin() {
-                    li { a href=(view.link("all", false)) aria-current=[(whose == "all" && !showing_done).then_some("page")] { "All open" } }
-                    li { a href=(view.link("all", true)) aria-current=[(whose == "all" && showing_done).then_some("page")] { "All completed" } }
+                    li { a href=(TaskView::link(Scope::Visible, false)) aria-current=[current(Scope::Visible, false)] { "All open" } }
+                    li { a href=(TaskView::link(Scope::Visible, true)) aria-current=[current(Scope::Visible, true)] { "All completed" } }
                 }
             }
         }
