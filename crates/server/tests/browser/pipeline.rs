@@ -150,6 +150,24 @@ async fn a_deal_moves_across_the_board_by_drag_and_drop_and_by_the_stage_menu() 
     assert_eq!(names(&lost), ["deal.stage_changed", "deal.lost"]);
     browser.visit("/deals").await;
     assert_eq!(column_of(&web, other_id).await.as_deref(), Some("closed_lost"));
+    browser.visit("/deals?stage=closed_lost").await;
+    assert!(browser.text("#deals").await.contains("Flat 3, Mill Lane"), "a stage's own list");
+
+    // A deal's page: its form shows the API's message beside the field and saves nothing.
+    browser.visit(&format!("/deals/{deal}")).await;
+    assert_eq!(browser.text("main h1").await, "12 Harbour Row");
+    browser.fill("amount", "a lot").await;
+    browser.press("amount", "Save", "[id='f-amount-error']").await;
+    assert_eq!(browser.text("[id='f-amount-error']").await, "must be a number");
+    browser.fill("amount", "460000").await;
+    browser.press("amount", "Save", ".flash.ok").await;
+    assert_eq!(web.app.get(&format!("/api/v1/deals/{deal}")).await.body["amount"], 460000);
+    browser.screenshot("deal").await;
+    browser.visit(&format!("/deals/new?contact_id={contact_id}")).await;
+    browser.fill("title", "Garden flat").await;
+    browser.press("title", "Create deal", ".flash.ok").await;
+    assert!(browser.text("dl.facts").await.contains("Grace Hopper"), "made for the contact it was opened from");
+    assert!(receiver.drain().is_empty(), "saving fields other than the stage fires no stage event");
     web.browser.close().await;
 }
 
@@ -233,6 +251,11 @@ async fn a_task_is_completed_from_its_checkbox_in_place() {
     assert!(browser.text("#tasks").await.contains("Call Grace back"), "the completed list has it");
     browser.visit("/tasks?whose=all&done=").await;
     assert!(browser.text("#tasks").await.contains("Someone else's"), "an admin's list of all tasks");
+    browser.visit(&format!("/tasks/{task}")).await;
+    assert_eq!(browser.find("[id='f-completed']").await.prop("checked").await.unwrap().as_deref(), Some("true"));
+    browser.visit("/tasks/new").await;
+    browser.press("title", "Create task", "[id='f-contact_id']").await;
+    assert_eq!(browser.text("[id='f-title-error']").await, "is required");
     web.browser.close().await;
 }
 
