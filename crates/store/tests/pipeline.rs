@@ -53,6 +53,11 @@ async fn a_stage_lists_its_own_deals_newest_first_and_an_agent_only_theirs() {
     assert_eq!(titles(&all.items), ["For Ann", "B1", "A1"]);
     let anns = store.find_records(&ann, RecordKind::Deal, offers.clone(), page(10)).await.unwrap();
     assert_eq!(titles(&anns.items), ["For Ann", "A1"], "an agent sees what they made or are given");
+    let anns_first = store.find_records(&ann, RecordKind::Deal, offers.clone(), page(1)).await.unwrap();
+    assert_eq!(titles(&anns_first.items), ["For Ann"]);
+    let next = PageRequest { limit: 1, cursor: anns_first.next_cursor };
+    let anns_next = store.find_records(&ann, RecordKind::Deal, offers.clone(), next).await.unwrap();
+    assert_eq!((titles(&anns_next.items), anns_next.next_cursor), (vec!["A1"], None));
 
     let first = store.find_records(&admin(), RecordKind::Deal, offers.clone(), page(2)).await.unwrap();
     assert_eq!(titles(&first.items), ["For Ann", "B1"]);

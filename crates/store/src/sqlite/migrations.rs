@@ -258,8 +258,13 @@ const MIGRATIONS: &[&str] = &[
     // stage's newest deals, the tasks page open tasks by due date, the leads list filters by status,
     // and the enquiry inbox finds the lead each enquiry became. The board's totals read every deal;
     // `deals_totals` holds what they need, so they read its entries instead of each deal's JSON.
+    // An agent's board reads each stage's deals by owner (`deals_by_creator`, `deals_by_agent`).
     r#"
     CREATE INDEX IF NOT EXISTS deals_by_stage ON records (json_extract(fields, '$.stage'), seq) WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS deals_by_creator ON records (created_by, json_extract(fields, '$.stage'), seq)
+        WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS deals_by_agent ON records (assigned_agent_id, json_extract(fields, '$.stage'), seq)
+        WHERE kind = 'deal';
     CREATE INDEX IF NOT EXISTS deals_totals ON records (
         json_extract(fields, '$.stage'), json_extract(fields, '$.currency'), json_extract(fields, '$.amount'),
         created_by, assigned_agent_id
