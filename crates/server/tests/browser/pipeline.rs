@@ -322,10 +322,12 @@ async fn make_lead_turns_an_enquiry_into_a_lead_once() {
 }
 
 #[tokio::test]
-async fn a_lead_is_created_and_edited_from_its_form_with_the_apis_messages() {
+async fn a_lead_is_created_edited_and_deleted_from_its_pages_with_the_apis_messages() {
     let web = Web::admin().await;
     let mut receiver = Receiver::start().await;
-    web.app.add_endpoint(json!({ "url": receiver.url("/hook"), "events": "lead.created,lead.updated" })).await;
+    web.app
+        .add_endpoint(json!({ "url": receiver.url("/hook"), "events": "lead.created,lead.updated,lead.deleted" }))
+        .await;
     let contact = web.app.create("contacts", json!({ "first_name": "Katherine", "last_name": "Johnson" })).await;
     let contact_id = contact["id"].as_str().unwrap();
 
@@ -377,6 +379,28 @@ async fn a_lead_is_created_and_edited_from_its_form_with_the_apis_messages() {
     browser.visit("/leads?status=Lost").await;
     assert!(!browser.has("#leads").await, "the status filter leaves it out");
     assert!(receiver.drain().is_empty());
+
+    // Delete asks first: without its box ticked the server deletes nothing.
+    browser.visit(&format!("/leads/{lead}")).await;
+    let cookie = web.session_cookie().await;
+    let csrf = web.csrf_token().await;
+    let unconfirmed = web
+        .send_from(
+            &cookie,
+            Some(&web.app.url("")),
+            hyper::Method::POST,
+            &format!("/leads/{lead}/delete"),
+            Some(&[("csrf_token", csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(unconfirmed.status, 422);
+    assert_eq!(web.app.get(&format!("/api/v1/leads/{lead}")).await.status, 200, "still there");
+    browser.set_checked("confirm_delete", true).await;
+    browser.press("confirm_delete", "Delete", ".flash.ok").await;
+    assert_eq!(browser.path().await, "/leads?deleted=1");
+    let deleted = events(&mut receiver, 1).await;
+    assert_eq!((deleted[0].0.as_str(), deleted[0].1["id"].as_str()), ("lead.deleted", Some(lead.as_str())));
+    assert_eq!(web.app.get(&format!("/api/v1/leads/{lead}")).await.status, 404);
     web.browser.close().await;
 }
 
