@@ -165,7 +165,7 @@ pub fn inputs(fields: &[FormField], values: &Values<'_>, errors: &FieldErrors, u
             @let value = values.text(field.name);
             @match field.widget {
                 Widget::Text => (with_hint(Input::new(field.name, field.label, &value), field.hint).render(errors)),
-                Widget::Number => (with_hint(Input::new(field.name, field.label, &value), field.hint).kind("text").render(errors)),
+                Widget::Number => (with_hint(Input::new(field.name, field.label, &value), field.hint).render(errors)),
                 Widget::Date => (with_hint(Input::new(field.name, field.label, &value), field.hint).kind("date").render(errors)),
                 Widget::DateOrTime => {
                     @let is_date = value.is_empty() || value.len() == 10;

@@ -73,7 +73,7 @@ pub fn contact_link(record: &Record, names: &HashMap<String, String>) -> Markup 
     html! {
         @match record.get_str("contact_id") {
             Some(id) => a href=(format!("/contacts/{id}")) { (names.get(id).map_or(id, String::as_str)) },
-            None => span.muted { "—" },
+            None => span.sub { "—" },
         }
     }
 }
