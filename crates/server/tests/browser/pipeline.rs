@@ -434,6 +434,12 @@ async fn an_agents_dashboard_and_lists_show_only_their_own() {
             )
             .await;
     }
+    // More closed deals than a closed column shows.
+    let won: Vec<Value> = (0..6)
+        .map(|n| json!({ "title": format!("Ann's sale {n}"), "stage": "closed_won", "assigned_agent_id": ann }))
+        .collect();
+    let bulk = web.app.post("/api/v1/deals/bulk", json!({ "create": won })).await;
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
     web.sign_out().await;
     web.sign_in("ann@example.com", crate::PASSWORD).await;
 
@@ -449,6 +455,16 @@ async fn an_agents_dashboard_and_lists_show_only_their_own() {
     browser.visit("/deals").await;
     let board = browser.text("#board").await;
     assert!(board.contains("Ann's deal") && !board.contains("Bob's"), "{board}");
+    assert_eq!(
+        browser.all("section[data-stage='closed_won'] [data-deal-id]").await.len(),
+        5,
+        "a closed column is bounded"
+    );
+    assert_eq!(browser.text("section[data-stage='closed_won'] .count-badge").await, "6");
+    let more = browser.find("section[data-stage='closed_won'] .more a").await;
+    assert_eq!(more.text().await.unwrap(), "1 more in Closed Won");
+    browser.submit(more, "#deals").await;
+    assert_eq!(browser.all("#deals tbody tr[data-record-id]").await.len(), 6, "the stage's list has them all");
     browser.visit("/leads").await;
     let leads = browser.text("#leads").await;
     assert!(leads.contains("Ann's lead") && !leads.contains("Bob's"), "{leads}");
