@@ -17,6 +17,7 @@ pub mod credentials;
 mod error;
 mod hubspot;
 mod ids;
+pub mod pipeline;
 mod sqlite;
 mod types;
 
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
+pub use pipeline::{DueTasks, RecordQuery, Scope, StageTotal};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 
@@ -200,4 +202,31 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Page<SyncLogEntry>, StoreError>;
     /// Figures for the integration's state.
     async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError>;
+
+    // --- web app: pipeline ---
+    /// A page of one kind's records that match `query`, newest first.
+    async fn find_records(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        query: RecordQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError>;
+    /// Open tasks, soonest due first (overdue ones lead), undated ones last; `limit` from `offset`.
+    async fn due_tasks(&self, actor: &Actor, scope: Scope, offset: usize, limit: usize)
+    -> Result<DueTasks, StoreError>;
+    /// How many deals each stage holds and their amounts added up, per currency.
+    async fn deal_stage_totals(&self, actor: &Actor, scope: Scope) -> Result<Vec<StageTotal>, StoreError>;
+    /// The records of a kind with these ids (at most 500) that the actor may see, in no order.
+    async fn records_by_ids(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// For each enquiry that **Make lead** turned into a lead, that lead's id (at most 500 enquiries).
+    async fn leads_from_enquiries(
+        &self,
+        enquiry_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError>;
 }

@@ -16,6 +16,7 @@ mod deliveries;
 mod endpoints;
 mod harness;
 mod import;
+mod pipeline;
 mod security;
 mod signin;
 mod users;

@@ -253,8 +253,29 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
     "#,
+    // pipeline: indexes for the web app's pipeline screens (sqlite/pipeline.rs), each partial to
+    // its kind so that a table of 100,000 contacts costs them nothing: the deals board reads a
+    // stage's newest deals, the tasks page open tasks by due date, the leads list filters by status,
+    // and the enquiry inbox finds the lead each enquiry became. The board's totals read every deal;
+    // `deals_totals` holds what they need, so they read its entries instead of each deal's JSON.
+    // An agent's board reads each stage's deals by owner (`deals_by_creator`, `deals_by_agent`).
+    r#"
+    CREATE INDEX IF NOT EXISTS deals_by_stage ON records (json_extract(fields, '$.stage'), seq) WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS deals_by_creator ON records (created_by, json_extract(fields, '$.stage'), seq)
+        WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS deals_by_agent ON records (assigned_agent_id, json_extract(fields, '$.stage'), seq)
+        WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS deals_totals ON records (
+        json_extract(fields, '$.stage'), json_extract(fields, '$.currency'), json_extract(fields, '$.amount'),
+        created_by, assigned_agent_id
+    ) WHERE kind = 'deal';
+    CREATE INDEX IF NOT EXISTS tasks_by_due ON records
+        (json_extract(fields, '$.completed'), COALESCE(json_extract(fields, '$.due_date'), '9999-12-31'), seq)
+        WHERE kind = 'task';
+    CREATE INDEX IF NOT EXISTS leads_by_status ON records (json_extract(fields, '$.status'), seq) WHERE kind = 'lead';
+    CREATE INDEX IF NOT EXISTS leads_by_source ON records (json_extract(fields, '$.lead_source')) WHERE kind = 'lead';
+    "#,
 ];
-
 /// Brings the database up to the newest schema, each migration in its own transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;

@@ -7,6 +7,7 @@ pub(crate) mod endpoints;
 pub mod error_page;
 mod hubspot;
 mod import;
+pub mod pipeline;
 mod records;
 mod users;
 mod webhooks;
@@ -31,10 +32,6 @@ pub fn router() -> Router<WebState> {
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route("/", get(dashboard::page))
         .route("/contacts", get(records::contacts))
-        .route("/leads", get(records::leads))
-        .route("/enquiries", get(records::enquiries))
-        .route("/deals", get(records::deals))
-        .route("/tasks", get(records::tasks))
         .route(
             "/contacts/import",
             get(import::contacts_page).post(import::upload_contacts).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
@@ -46,6 +43,7 @@ pub fn router() -> Router<WebState> {
             get(import::leads_page).post(import::upload_leads).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
         )
         .route("/leads/import/{id}", get(import::leads_job).post(import::start_leads))
+        .merge(pipeline_routes())
         .route("/settings", get(|| async { axum::response::Redirect::to("/settings/webhooks") }))
         .route("/settings/webhooks", get(webhooks::page).post(webhooks::save))
         .route("/settings/webhooks/test", post(webhooks::test))
@@ -77,6 +75,28 @@ pub fn router() -> Router<WebState> {
 
 /// The largest CSV upload's body: the file's own limit and room for the form around it.
 const UPLOAD_LIMIT: usize = crate::import::csv_file::MAX_BYTES + 64 * 1024;
+
+/// Leads, enquiries, tasks and the deals board.
+fn pipeline_routes() -> Router<WebState> {
+    use pipeline::{deals, enquiries, leads, tasks};
+    Router::new()
+        .route("/leads", get(leads::list).post(leads::create))
+        .route("/leads/new", get(leads::new_page))
+        .route("/leads/{id}", get(leads::page).post(leads::save))
+        .route("/leads/{id}/delete", post(leads::delete))
+        .route("/enquiries", get(enquiries::list))
+        .route("/enquiries/{id}/make-lead", post(enquiries::make_lead))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/new", get(tasks::new_page))
+        .route("/tasks/{id}", get(tasks::page).post(tasks::save))
+        .route("/tasks/{id}/complete", post(tasks::complete))
+        .route("/tasks/{id}/delete", post(tasks::delete))
+        .route("/deals", get(deals::list).post(deals::create))
+        .route("/deals/new", get(deals::new_page))
+        .route("/deals/{id}", get(deals::page).post(deals::save))
+        .route("/deals/{id}/stage", post(deals::move_stage))
+        .route("/deals/{id}/delete", post(deals::delete))
+}
 
 /// Each endpoint's counts for the last 24 hours, by endpoint id.
 pub type Health = std::sync::Arc<std::collections::HashMap<String, estate_crm_store::EndpointHealth>>;

@@ -1,4 +1,5 @@
-//! Read-only lists of contacts, leads, enquiries, deals and tasks: one page for every kind, its
+//! The read-only list of contacts (leads, enquiries, deals and tasks have their own pages in
+//! `pipeline/`): one page for a kind, its
 //! columns taken from the kind's schema, the records from the same store call as the API's list
 //! with the user's role (an agent sees only the records they created or are assigned).
 
@@ -128,10 +129,6 @@ macro_rules! list_of {
 }
 
 list_of!(contacts, RecordKind::Contact);
-list_of!(leads, RecordKind::Lead);
-list_of!(enquiries, RecordKind::Enquiry);
-list_of!(deals, RecordKind::Deal);
-list_of!(tasks, RecordKind::Task);
 
 #[cfg(test)]
 mod tests {
