@@ -253,6 +253,43 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
     "#,
+    // The web app's contacts: a trigram index of each contact's name, email and phones (and the
+    // phones' digits alone), kept by triggers so that every write path (single, bulk, PATCH, delete)
+    // keeps it without knowing of it; the records of a contact by their `contact_id`; and each
+    // event's record, for a record's webhook timeline (events written before this have none).
+    r#"
+    CREATE VIRTUAL TABLE contact_search USING fts5(text, tokenize = 'trigram', detail = 'none');
+    INSERT INTO contact_search (rowid, text)
+        SELECT seq, concat_ws(' ',
+            fields ->> '$.first_name', fields ->> '$.last_name', fields ->> '$.email',
+            fields ->> '$.phone', fields ->> '$.mobile',
+            replace(replace(replace(replace(replace(replace(fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
+            replace(replace(replace(replace(replace(replace(fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''))
+        FROM records WHERE kind = 'contact';
+    CREATE TRIGGER contact_search_insert AFTER INSERT ON records WHEN new.kind = 'contact' BEGIN
+        INSERT INTO contact_search (rowid, text) VALUES (new.seq, concat_ws(' ',
+            new.fields ->> '$.first_name', new.fields ->> '$.last_name', new.fields ->> '$.email',
+            new.fields ->> '$.phone', new.fields ->> '$.mobile',
+            replace(replace(replace(replace(replace(replace(new.fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
+            replace(replace(replace(replace(replace(replace(new.fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', '')));
+    END;
+    CREATE TRIGGER contact_search_update AFTER UPDATE OF fields ON records WHEN new.kind = 'contact' BEGIN
+        UPDATE contact_search SET text = concat_ws(' ',
+            new.fields ->> '$.first_name', new.fields ->> '$.last_name', new.fields ->> '$.email',
+            new.fields ->> '$.phone', new.fields ->> '$.mobile',
+            replace(replace(replace(replace(replace(replace(new.fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
+            replace(replace(replace(replace(replace(replace(new.fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''))
+        WHERE rowid = new.seq;
+    END;
+    CREATE TRIGGER contact_search_delete AFTER DELETE ON records WHEN old.kind = 'contact' BEGIN
+        DELETE FROM contact_search WHERE rowid = old.seq;
+    END;
+
+    CREATE INDEX records_by_contact ON records (fields ->> '$.contact_id', seq) WHERE kind != 'contact';
+
+    ALTER TABLE events ADD COLUMN record_seq INTEGER;
+    CREATE INDEX events_by_record ON events (record_seq, seq) WHERE record_seq IS NOT NULL;
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction.

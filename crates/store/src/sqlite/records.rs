@@ -299,7 +299,7 @@ fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: Prepared
     check_references(ctx, actor, borrowed(&prepared.references))?;
     insert_record(ctx, prepared.seq, &prepared.record, &prepared.columns)?;
     for (name, body) in &prepared.events {
-        insert_event(ctx, *name, prepared.now.timestamp(), body)?;
+        insert_event(ctx, *name, prepared.now.timestamp(), body, Some(prepared.seq))?;
         wake_subscribers(ctx, *name)?;
     }
     Ok(prepared.record)
@@ -378,11 +378,13 @@ fn insert_chunk(
     }
     let events: Vec<_> = chunk
         .iter()
-        .flat_map(|(_, row)| row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice())))
+        .flat_map(|(_, row)| {
+            row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice(), row.seq))
+        })
         .collect();
     insert_events(ctx.tx, &events)?;
     let mut woken: Vec<EventName> = Vec::new();
-    for (name, _, _) in &events {
+    for (name, _, _, _) in &events {
         if !woken.contains(name) {
             woken.push(*name);
             wake_subscribers(ctx, *name)?;
@@ -498,19 +500,20 @@ fn insert_records<'r>(
     map_unique_violation(statement.raw_execute())
 }
 
-/// Inserts events, each `(name, created_at, body)`, with one statement.
-fn insert_events(conn: &Connection, events: &[(EventName, i64, &[u8])]) -> Result<(), StoreError> {
-    const COLUMNS: usize = 3;
+/// Inserts events, each `(name, created_at, body, record seq)`, with one statement.
+fn insert_events(conn: &Connection, events: &[(EventName, i64, &[u8], i64)]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 4;
     if events.is_empty() {
         return Ok(());
     }
     let mut statement =
-        conn.prepare_cached(&multi_row_insert("events (name, created_at, body)", COLUMNS, events.len()))?;
-    for (n, (name, created_at, body)) in events.iter().enumerate() {
+        conn.prepare_cached(&multi_row_insert("events (name, created_at, body, record_seq)", COLUMNS, events.len()))?;
+    for (n, (name, created_at, body, record_seq)) in events.iter().enumerate() {
         let first = n * COLUMNS + 1;
         statement.raw_bind_parameter(first, name.as_str())?;
         statement.raw_bind_parameter(first + 1, created_at)?;
         statement.raw_bind_parameter(first + 2, body)?;
+        statement.raw_bind_parameter(first + 3, record_seq)?;
     }
     statement.raw_execute()?;
     Ok(())
@@ -552,24 +555,33 @@ fn check_references(
 fn record_events(ctx: &mut WriteCtx<'_>, events: Vec<PendingEvent>, now: Timestamp) -> Result<(), StoreError> {
     for event in events {
         let body = payload::encode(event.name, now, &event.data, &ctx.state.site_url);
-        insert_event(ctx, event.name, now.timestamp(), &body)?;
+        let record_seq = record_seq_of(&ctx.state.tag, &event.data);
+        insert_event(ctx, event.name, now.timestamp(), &body, record_seq)?;
         wake_subscribers(ctx, event.name)?;
     }
     Ok(())
 }
 
+/// Stores an event; `record_seq` is the record it is about (none for a test), which a record's
+/// webhook timeline reads it by.
 pub(super) fn insert_event(
     ctx: &WriteCtx<'_>,
     name: EventName,
     created_at: i64,
     body: &[u8],
+    record_seq: Option<i64>,
 ) -> Result<i64, StoreError> {
-    ctx.tx.prepare_cached("INSERT INTO events (name, created_at, body) VALUES (?1, ?2, ?3)")?.execute(params![
-        name.as_str(),
-        created_at,
-        body
-    ])?;
+    ctx.tx
+        .prepare_cached("INSERT INTO events (name, created_at, body, record_seq) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![name.as_str(), created_at, body, record_seq])?;
     Ok(ctx.tx.last_insert_rowid())
+}
+
+/// The seq of the record an event's `data` is (its `id`, `con_...`), if it is one of ours.
+fn record_seq_of(tag: &str, data: &Value) -> Option<i64> {
+    let id = data.get("id")?.as_str()?;
+    let (prefix, _) = id.split_once('_')?;
+    ids::parse(prefix, tag, id)
 }
 
 fn fields_json(fields: &Map<String, Value>) -> String {
@@ -604,7 +616,7 @@ fn timestamp(seconds: i64) -> Timestamp {
 }
 
 /// The record with this id if it exists, is of this kind, and the actor may see it.
-fn find_visible(
+pub(super) fn find_visible(
     conn: &Connection,
     tag: &str,
     actor: &Actor,

@@ -1,6 +1,7 @@
 //! The pages: each area's handlers in its own file, the shared page shell and form pieces here.
 
 mod auth;
+mod contacts;
 mod dashboard;
 mod deliveries;
 pub(crate) mod endpoints;
@@ -28,7 +29,13 @@ pub fn router() -> Router<WebState> {
         .route("/logout", post(auth::logout))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route("/", get(dashboard::page))
-        .route("/contacts", get(records::contacts))
+        .route("/contacts", get(contacts::list).post(contacts::create))
+        .route("/contacts/new", get(contacts::new_page))
+        .route("/contacts/export", get(contacts::export))
+        .route("/contacts/bulk", post(contacts::bulk))
+        .route("/contacts/{id}", get(contacts::view))
+        .route("/contacts/{id}/edit", get(contacts::edit_page).post(contacts::save))
+        .route("/contacts/{id}/delete", get(contacts::confirm_delete).post(contacts::delete))
         .route("/leads", get(records::leads))
         .route("/enquiries", get(records::enquiries))
         .route("/deals", get(records::deals))

@@ -127,7 +127,6 @@ macro_rules! list_of {
     };
 }
 
-list_of!(contacts, RecordKind::Contact);
 list_of!(leads, RecordKind::Lead);
 list_of!(enquiries, RecordKind::Enquiry);
 list_of!(deals, RecordKind::Deal);

@@ -1,0 +1,260 @@
+//! The web app's contact reads: the contact list by search and filters, a contact's records, and a
+//! record's webhook timeline.
+//!
+//! Search reads `contact_search`, an FTS5 table with the trigram tokenizer that triggers keep beside
+//! `records` (see the migration): each word becomes a `LIKE '%word%'` that the index answers for
+//! words of three characters or more (shorter ones are checked row by row), and the rows come
+//! newest first from the index itself, so a page stops reading after its rows.
+
+use estate_crm_domain::webhook::EventFilter;
+use estate_crm_domain::{EventName, Record, RecordKind};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::fanout::delivery_key;
+use super::records::{RECORD_COLUMNS, find_visible, paginate, parse_cursor, record_from_row};
+use super::webhooks::{DELIVERY_PREFIX, ENDPOINT_PREFIX};
+use crate::{
+    Actor, ContactQuery, DeliveryStatus, Page, PageRequest, Role, StoreError, TimelineDelivery, TimelineEvent, ids,
+};
+
+/// The most endpoints a timeline looks at.
+const MAX_ENDPOINTS: i64 = 1000;
+
+/// The `WHERE` terms and their values, built up one filter at a time.
+#[derive(Default)]
+struct Conditions {
+    terms: Vec<String>,
+    values: Vec<SqlValue>,
+}
+
+impl Conditions {
+    fn add(&mut self, term: &str, value: impl Into<SqlValue>) {
+        self.values.push(value.into());
+        self.terms.push(term.replace('?', &format!("?{}", self.values.len())));
+    }
+
+    fn sql(&self) -> String {
+        self.terms.join(" AND ")
+    }
+}
+
+/// The record filters of a query, on `records r`: who may see them, then each filter given.
+fn record_conditions(actor: &Actor, query: &ContactQuery, conditions: &mut Conditions) {
+    if actor.role != Role::Admin {
+        conditions.values.push(actor.user_id.clone().into());
+        let n = conditions.values.len();
+        conditions.terms.push(format!("(r.created_by = ?{n} OR r.assigned_agent_id = ?{n})"));
+    }
+    if let Some(status) = &query.status {
+        conditions.add("r.fields ->> '$.status' = ?", status.clone());
+    }
+    if let Some(stage) = &query.lifecycle_stage {
+        conditions.add("r.fields ->> '$.lifecycle_stage' = ? COLLATE NOCASE", stage.clone());
+    }
+    if let Some(tag) = &query.tag {
+        conditions.add(
+            "EXISTS (SELECT 1 FROM json_each(r.fields, '$.tags') t WHERE t.value = ? COLLATE NOCASE)",
+            tag.clone(),
+        );
+    }
+    if let Some(agent) = &query.agent {
+        conditions.add("r.assigned_agent_id = ?", agent.clone());
+    }
+}
+
+pub(super) fn search(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    query: &ContactQuery,
+    page: &PageRequest,
+) -> Result<Page<Record>, StoreError> {
+    let before = parse_cursor(page.cursor.as_deref())?;
+    let limit = i64::try_from(page.limit).unwrap_or(1000);
+    let terms = query.search_terms();
+    let mut conditions = Conditions::default();
+    let sql = if terms.is_empty() {
+        conditions.add("r.kind = ?", "contact".to_owned());
+        conditions.add("r.seq < ?", before);
+        record_conditions(actor, query, &mut conditions);
+        conditions.values.push(limit.saturating_add(1).into());
+        format!(
+            "SELECT {columns} FROM records r WHERE {filters} ORDER BY r.seq DESC LIMIT ?{n}",
+            columns = prefixed(RECORD_COLUMNS),
+            filters = conditions.sql(),
+            n = conditions.values.len()
+        )
+    } else {
+        for term in &terms {
+            conditions.add("s.text LIKE ?", format!("%{term}%"));
+        }
+        conditions.add("s.rowid < ?", before);
+        conditions.add("r.kind = ?", "contact".to_owned());
+        record_conditions(actor, query, &mut conditions);
+        conditions.values.push(limit.saturating_add(1).into());
+        format!(
+            "SELECT {columns} FROM contact_search s JOIN records r ON r.seq = s.rowid
+             WHERE {filters} ORDER BY s.rowid DESC LIMIT ?{n}",
+            columns = prefixed(RECORD_COLUMNS),
+            filters = conditions.sql(),
+            n = conditions.values.len()
+        )
+    };
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(conditions.values.iter()), |row| {
+        Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?))
+    })?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+}
+
+/// `seq, kind, ...` as `r.seq, r.kind, ...`.
+fn prefixed(columns: &str) -> String {
+    columns.split(", ").map(|column| format!("r.{column}")).collect::<Vec<_>>().join(", ")
+}
+
+pub(super) fn records_of_contact(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    contact_id: &str,
+    limit: usize,
+) -> Result<Vec<Record>, StoreError> {
+    if kind == RecordKind::Contact {
+        return Ok(Vec::new());
+    }
+    let agent = (actor.role != Role::Admin).then_some(actor.user_id.as_str());
+    // `kind != 'contact'` is spelled out so that the partial index `records_by_contact` applies.
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE fields ->> '$.contact_id' = ?1 AND kind != 'contact' AND kind = ?2
+           AND (?3 IS NULL OR created_by = ?3 OR assigned_agent_id = ?3)
+         ORDER BY seq DESC LIMIT ?4"
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(1000);
+    let rows = statement.query_map(params![contact_id, kind.name(), agent, limit], |row| record_from_row(row, tag))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// An endpoint as the timeline needs it.
+struct TimelineEndpoint {
+    seq: i64,
+    url: String,
+    description: Option<String>,
+    events: EventFilter,
+    active: bool,
+    cursor: i64,
+}
+
+fn endpoints(conn: &Connection) -> Result<Vec<TimelineEndpoint>, StoreError> {
+    let mut statement = conn
+        .prepare_cached("SELECT seq, url, description, events, active, cursor FROM endpoints ORDER BY seq LIMIT ?1")?;
+    let rows = statement.query_map([MAX_ENDPOINTS], |row| {
+        let events: String = row.get(3)?;
+        let events = EventFilter::parse(&serde_json::Value::String(events))
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into()))?;
+        Ok(TimelineEndpoint {
+            seq: row.get(0)?,
+            url: row.get(1)?,
+            description: row.get(2)?,
+            events,
+            active: row.get(4)?,
+            cursor: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Read in one snapshot (the caller's), so that a delivery whose first attempt is being recorded is
+/// seen either as owed or as its row, never as neither.
+pub(super) fn timeline(
+    conn: &Connection,
+    tag: &str,
+    actor: &Actor,
+    kind: RecordKind,
+    id: &str,
+    limit: usize,
+) -> Result<Vec<TimelineEvent>, StoreError> {
+    let Some((record_seq, _)) = find_visible(conn, tag, actor, kind, id)? else {
+        return Err(StoreError::not_found(format!("no {kind} has this id")));
+    };
+    let mut statement = conn
+        .prepare_cached("SELECT seq, name, created_at FROM events WHERE record_seq = ?1 ORDER BY seq DESC LIMIT ?2")?;
+    let rows = statement.query_map(params![record_seq, i64::try_from(limit).unwrap_or(1000)], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+    })?;
+    let events = rows.collect::<Result<Vec<_>, _>>()?;
+    let endpoints = endpoints(conn)?;
+    let mut timeline = Vec::with_capacity(events.len());
+    for (seq, name, created_at) in events {
+        let Some(name) = EventName::parse(&name) else { continue };
+        let mut deliveries = Vec::new();
+        for endpoint in &endpoints {
+            if let Some(delivery) = delivery_state(conn, tag, seq, name, endpoint)? {
+                deliveries.push(delivery);
+            }
+        }
+        timeline.push(TimelineEvent {
+            id: ids::format("evt", tag, seq),
+            name,
+            at: chrono::DateTime::from_timestamp(created_at, 0).unwrap_or_default(),
+            deliveries,
+        });
+    }
+    Ok(timeline)
+}
+
+/// Where event `event_seq`'s webhook to `endpoint` stands: its row if its first attempt ended (or
+/// it was written as pending), else pending if the endpoint is owed it, else `None` (the endpoint
+/// does not take this event, or did not exist or was paused when it committed).
+fn delivery_state(
+    conn: &Connection,
+    tag: &str,
+    event_seq: i64,
+    name: EventName,
+    endpoint: &TimelineEndpoint,
+) -> Result<Option<TimelineDelivery>, StoreError> {
+    let key = delivery_key(event_seq, endpoint.seq);
+    let row = conn
+        .prepare_cached(
+            "SELECT status, attempts, last_status_code, last_error, last_attempt_at, next_attempt_at
+             FROM deliveries WHERE seq = ?1",
+        )?
+        .query_row([key], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, Option<u16>>(2)?,
+                row.get::<_, Option<String>>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })
+        .optional()?;
+    let base = |status: DeliveryStatus| TimelineDelivery {
+        id: ids::format(DELIVERY_PREFIX, tag, key),
+        endpoint_id: ids::format(ENDPOINT_PREFIX, tag, endpoint.seq),
+        endpoint_url: endpoint.url.clone(),
+        endpoint_description: endpoint.description.clone(),
+        status,
+        attempts: 0,
+        last_status_code: None,
+        last_error: None,
+        last_attempt_at: None,
+        next_attempt_at: None,
+    };
+    if let Some((status, attempts, code, error, last_at, next_at)) = row {
+        let status = DeliveryStatus::from_code(status);
+        return Ok(Some(TimelineDelivery {
+            attempts,
+            last_status_code: code,
+            last_error: error,
+            last_attempt_at: last_at,
+            next_attempt_at: (status == DeliveryStatus::Pending).then_some(next_at),
+            ..base(status)
+        }));
+    }
+    let owed = endpoint.active && endpoint.events.matches(name) && event_seq > endpoint.cursor;
+    Ok(owed.then(|| base(DeliveryStatus::Pending)))
+}
