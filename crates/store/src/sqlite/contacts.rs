@@ -72,6 +72,16 @@ pub(super) fn search(
 ) -> Result<Page<Record>, StoreError> {
     let before = parse_cursor(page.cursor.as_deref())?;
     let limit = i64::try_from(page.limit).unwrap_or(1000);
+    let (sql, values) = search_statement(actor, query, before, limit);
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(values.iter()), |row| {
+        Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?))
+    })?;
+    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+}
+
+/// The search's SQL and its values: rows older than `before`, one more than `limit`.
+fn search_statement(actor: &Actor, query: &ContactQuery, before: i64, limit: i64) -> (String, Vec<SqlValue>) {
     let terms = query.search_terms();
     let mut conditions = Conditions::default();
     let sql = if terms.is_empty() {
@@ -101,11 +111,7 @@ pub(super) fn search(
             n = conditions.values.len()
         )
     };
-    let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(params_from_iter(conditions.values.iter()), |row| {
-        Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?))
-    })?;
-    paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
+    (sql, conditions.values)
 }
 
 /// `seq, kind, ...` as `r.seq, r.kind, ...`.
@@ -125,16 +131,20 @@ pub(super) fn records_of_contact(
         return Ok(Vec::new());
     }
     let agent = (actor.role != Role::Admin).then_some(actor.user_id.as_str());
-    // `kind != 'contact'` is spelled out so that the partial index `records_by_contact` applies.
-    let mut statement = conn.prepare_cached(&format!(
+    let mut statement = conn.prepare_cached(&records_of_contact_sql())?;
+    let limit = i64::try_from(limit).unwrap_or(1000);
+    let rows = statement.query_map(params![contact_id, kind.name(), agent, limit], |row| record_from_row(row, tag))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `kind != 'contact'` is spelled out so that the partial index `records_by_contact` applies.
+fn records_of_contact_sql() -> String {
+    format!(
         "SELECT {RECORD_COLUMNS} FROM records
          WHERE fields ->> '$.contact_id' = ?1 AND kind != 'contact' AND kind = ?2
            AND (?3 IS NULL OR created_by = ?3 OR assigned_agent_id = ?3)
          ORDER BY seq DESC LIMIT ?4"
-    ))?;
-    let limit = i64::try_from(limit).unwrap_or(1000);
-    let rows = statement.query_map(params![contact_id, kind.name(), agent, limit], |row| record_from_row(row, tag))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    )
 }
 
 /// An endpoint as the timeline needs it.
@@ -166,6 +176,9 @@ fn endpoints(conn: &Connection) -> Result<Vec<TimelineEndpoint>, StoreError> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A record's newest events.
+const TIMELINE_SQL: &str = "SELECT seq, name, created_at FROM events WHERE record_seq = ?1 ORDER BY seq DESC LIMIT ?2";
+
 /// Read in one snapshot (the caller's), so that a delivery whose first attempt is being recorded is
 /// seen either as owed or as its row, never as neither.
 pub(super) fn timeline(
@@ -179,8 +192,7 @@ pub(super) fn timeline(
     let Some((record_seq, _)) = find_visible(conn, tag, actor, kind, id)? else {
         return Err(StoreError::not_found(format!("no {kind} has this id")));
     };
-    let mut statement = conn
-        .prepare_cached("SELECT seq, name, created_at FROM events WHERE record_seq = ?1 ORDER BY seq DESC LIMIT ?2")?;
+    let mut statement = conn.prepare_cached(TIMELINE_SQL)?;
     let rows = statement.query_map(params![record_seq, i64::try_from(limit).unwrap_or(1000)], |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
     })?;
@@ -257,4 +269,61 @@ fn delivery_state(
     }
     let owed = endpoint.active && endpoint.events.matches(name) && event_seq > endpoint.cursor;
     Ok(owed.then(|| base(DeliveryStatus::Pending)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str, values: &[SqlValue]) -> String {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = statement.query_map(params_from_iter(values.iter()), |row| row.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_search_reads_the_trigram_index_newest_first_without_sorting() {
+        let conn = migrated();
+        let query = ContactQuery { search: Some("lovelace ada".into()), status: Some("VIP".into()), ..Default::default() };
+        let agent = Actor { user_id: "usr_a".into(), role: Role::Agent };
+        let (sql, values) = search_statement(&agent, &query, i64::MAX, 50);
+        let plan = plan(&conn, &sql, &values);
+        assert!(plan.contains("VIRTUAL TABLE INDEX") && !plan.contains("TEMP B-TREE"), "{plan}");
+        assert!(plan.contains("SEARCH r USING INTEGER PRIMARY KEY"), "{plan}");
+    }
+
+    #[test]
+    fn the_unsearched_list_walks_the_kind_index_without_sorting() {
+        let conn = migrated();
+        let admin = Actor { user_id: "usr_a".into(), role: Role::Admin };
+        let (sql, values) = search_statement(&admin, &ContactQuery::default(), i64::MAX, 50);
+        let plan = plan(&conn, &sql, &values);
+        assert!(plan.contains("records_by_kind") && !plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn a_contacts_records_are_found_by_index() {
+        let conn = migrated();
+        let values = [
+            SqlValue::from("con_x".to_owned()),
+            SqlValue::from("lead".to_owned()),
+            SqlValue::Null,
+            SqlValue::from(20),
+        ];
+        let plan = plan(&conn, &records_of_contact_sql(), &values);
+        assert!(plan.contains("records_by_contact") && !plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn a_records_events_are_found_by_index() {
+        let conn = migrated();
+        let plan = plan(&conn, TIMELINE_SQL, &[SqlValue::from(1), SqlValue::from(50)]);
+        assert!(plan.contains("events_by_record"), "{plan}");
+    }
 }
