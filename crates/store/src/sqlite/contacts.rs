@@ -74,9 +74,8 @@ pub(super) fn search(
     let limit = i64::try_from(page.limit).unwrap_or(1000);
     let (sql, values) = search_statement(actor, query, before, limit);
     let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(params_from_iter(values.iter()), |row| {
-        Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?))
-    })?;
+    let rows = statement
+        .query_map(params_from_iter(values.iter()), |row| Ok((row.get::<_, i64>(0)?, record_from_row(row, tag)?)))?;
     paginate(rows.collect::<Result<Vec<_>, _>>()?, page.limit)
 }
 
@@ -103,8 +102,11 @@ fn search_statement(actor: &Actor, query: &ContactQuery, before: i64, limit: i64
         conditions.add("r.kind = ?", "contact".to_owned());
         record_conditions(actor, query, &mut conditions);
         conditions.values.push(limit.saturating_add(1).into());
+        // CROSS JOIN keeps the index as the outer loop. Left to choose, SQLite walked the
+        // records newest first and asked the index about each one, which re-ran the whole
+        // trigram query per record: minutes for a word only one contact of 100,000 has.
         format!(
-            "SELECT {columns} FROM contact_search s JOIN records r ON r.seq = s.rowid
+            "SELECT {columns} FROM contact_search s CROSS JOIN records r ON r.seq = s.rowid
              WHERE {filters} ORDER BY s.rowid DESC LIMIT ?{n}",
             columns = prefixed(RECORD_COLUMNS),
             filters = conditions.sql(),
@@ -290,11 +292,13 @@ mod tests {
     #[test]
     fn a_search_reads_the_trigram_index_newest_first_without_sorting() {
         let conn = migrated();
-        let query = ContactQuery { search: Some("lovelace ada".into()), status: Some("VIP".into()), ..Default::default() };
+        let query =
+            ContactQuery { search: Some("lovelace ada".into()), status: Some("VIP".into()), ..Default::default() };
         let agent = Actor { user_id: "usr_a".into(), role: Role::Agent };
         let (sql, values) = search_statement(&agent, &query, i64::MAX, 50);
         let plan = plan(&conn, &sql, &values);
         assert!(plan.contains("VIRTUAL TABLE INDEX") && !plan.contains("TEMP B-TREE"), "{plan}");
+        assert!(plan.starts_with("SCAN s VIRTUAL TABLE INDEX"), "the index drives the loop: {plan}");
         assert!(plan.contains("SEARCH r USING INTEGER PRIMARY KEY"), "{plan}");
     }
 
@@ -310,12 +314,8 @@ mod tests {
     #[test]
     fn a_contacts_records_are_found_by_index() {
         let conn = migrated();
-        let values = [
-            SqlValue::from("con_x".to_owned()),
-            SqlValue::from("lead".to_owned()),
-            SqlValue::Null,
-            SqlValue::from(20),
-        ];
+        let values =
+            [SqlValue::from("con_x".to_owned()), SqlValue::from("lead".to_owned()), SqlValue::Null, SqlValue::from(20)];
         let plan = plan(&conn, &records_of_contact_sql(), &values);
         assert!(plan.contains("records_by_contact") && !plan.contains("TEMP B-TREE"), "{plan}");
     }

@@ -289,7 +289,7 @@ pub fn fields(values: &Values, errors: &FieldErrors, users: &[User]) -> Markup {
             legend { "In the CRM" }
             div.form-grid {
                 (status_field(values, errors))
-                (text_field(values, errors, "lifecycle_stage", "text", Some("For example Lead, Prospect, Customer.")))
+                (text_field(values, errors, "lifecycle_stage", "text", Some("Where they are with you: new contacts start at new_lead.")))
                 (text_field(values, errors, "lead_source", "text", None))
                 (text_field(values, errors, "lead_type", "text", None))
                 div.field {

@@ -393,7 +393,11 @@ fn row_messages(errors: &FieldErrors, ids: &[String]) -> Vec<String> {
             let (row, field) = key.split_once('.').unwrap_or((key.as_str(), ""));
             let index = row.split_once('[').and_then(|(_, rest)| rest.trim_end_matches(']').parse::<usize>().ok());
             let which = index.and_then(|i| ids.get(i)).map_or_else(|| row.to_owned(), |id| format!("Contact {id}"));
-            if field.is_empty() { format!("{which}: {message}") } else { format!("{which}: {field} {message}") }
+            match field {
+                "" => format!("{which}: {message}"),
+                "id" => format!("{which}: no such contact now (deleted meanwhile, or not yours)"),
+                field => format!("{which}: {field} {message}"),
+            }
         })
         .collect()
 }
@@ -468,7 +472,10 @@ mod tests {
         let ids = vec!["con_a".to_owned(), "con_b".to_owned()];
         assert_eq!(
             row_messages(&errors, &ids),
-            ["Contact con_a: id no such record", "Contact con_b: status must be one of Active, Inactive"]
+            [
+                "Contact con_a: no such contact now (deleted meanwhile, or not yours)",
+                "Contact con_b: status must be one of Active, Inactive"
+            ]
         );
     }
 }

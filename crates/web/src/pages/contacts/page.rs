@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use estate_crm_domain::schema::{self, FieldType, PREFERENCES};
 use estate_crm_domain::{FieldErrors, Record, RecordKind};
-use estate_crm_store::{DeliveryStatus, ErrorKind, TimelineDelivery, TimelineEvent, User};
+use estate_crm_store::{DeliveryStatus, ErrorKind, PageRequest, SyncLogEntry, TimelineDelivery, TimelineEvent, User};
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -20,6 +20,8 @@ use crate::session::{ChangeForm, Visitor};
 const TIMELINE_EVENTS: usize = 50;
 /// How many of each kind of related record the page lists, newest first.
 const RELATED: usize = 20;
+/// How many HubSpot sync lines the page shows, newest first.
+const SYNC_LINES: usize = 10;
 
 /// `?partial=timeline` (the script refreshes the timeline alone) and `?saved=1` after a save.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -239,6 +241,38 @@ fn timeline_rows(events: &[TimelineEvent], admin: bool) -> Markup {
     }
 }
 
+/// The HubSpot sync's lines for this contact, when the integration has sent it.
+fn hubspot_lines(lines: &[SyncLogEntry]) -> Markup {
+    html! {
+        @if !lines.is_empty() {
+            section aria-labelledby="h-hubspot" {
+                h2 #h-hubspot { "HubSpot" }
+                div.table-wrap {
+                    table #hubspot-lines {
+                        thead { tr {
+                            th scope="col" { "When" } th scope="col" { "Action" } th scope="col" { "Answer" }
+                            th scope="col" { "HubSpot id" }
+                        } }
+                        tbody {
+                            @for line in lines {
+                                tr {
+                                    td { (when(line.at_ms)) }
+                                    td { (line.entry.action) }
+                                    td {
+                                        @if let Some(code) = line.entry.status { (code) " " }
+                                        @if let Some(error) = &line.entry.error { span.error-text { (error) } }
+                                    }
+                                    td.mono { (line.entry.hubspot_id.as_deref().unwrap_or("—")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn timeline(id: &str, events: &[TimelineEvent], admin: bool) -> Markup {
     html! {
         section aria-labelledby="h-webhooks" {
@@ -286,6 +320,15 @@ pub async fn view(
         store.record_timeline(&actor, RecordKind::Contact, &id, TIMELINE_EVENTS),
         store.list_users(),
     );
+    // The sync lines are extra: the page stands without them.
+    let sync_lines = store
+        .hubspot_log(Some(id.clone()), PageRequest { limit: SYNC_LINES, cursor: None })
+        .await
+        .map(|page| page.items)
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "reading a contact's HubSpot sync lines failed");
+            Vec::new()
+        });
     let (leads, deals, tasks, enquiries, events, users) = match (leads, deals, tasks, enquiries, events, users) {
         (Ok(l), Ok(d), Ok(t), Ok(e), Ok(ev), Ok(u)) => (l, d, t, e, ev, u),
         (Err(err), ..) | (_, Err(err), ..) | (_, _, Err(err), ..) | (_, _, _, Err(err), ..) => {
@@ -318,6 +361,7 @@ pub async fn view(
             }
         }
         (timeline(&id, &events, visitor.is_admin()))
+        (hubspot_lines(&sync_lines))
     };
     shell(&name, Some(&visitor), section(), body).into_response()
 }
