@@ -253,13 +253,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
     "#,
-    // The web app's contacts: a trigram index of each contact's name, email and phones (and the
-    // phones' digits alone), kept by triggers so that every write path (single, bulk, PATCH, delete)
-    // keeps it without knowing of it; the records of a contact by their `contact_id`; and each
-    // event's record, for a record's webhook timeline (events written before this have none).
+    // The web app's contacts: each contact's searchable text (name, email, phones, and the phones'
+    // digits alone) in a narrow table of its own, kept by triggers so that every write path
+    // (single, bulk, PATCH, delete) keeps it without knowing of it; a search reads it whole, which
+    // is far cheaper than the JSON it comes from (an FTS5 trigram index was measured: it halved
+    // bulk creates). Then the records of a contact by their `contact_id`, and each event's record,
+    // for a record's webhook timeline (events written before this have none).
     r#"
-    CREATE VIRTUAL TABLE contact_search USING fts5(text, tokenize = 'trigram', detail = 'none');
-    INSERT INTO contact_search (rowid, text)
+    CREATE TABLE contact_search (seq INTEGER PRIMARY KEY, text TEXT NOT NULL);
+    INSERT INTO contact_search (seq, text)
         SELECT seq, concat_ws(' ',
             fields ->> '$.first_name', fields ->> '$.last_name', fields ->> '$.email',
             fields ->> '$.phone', fields ->> '$.mobile',
@@ -267,7 +269,7 @@ const MIGRATIONS: &[&str] = &[
             replace(replace(replace(replace(replace(replace(fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''))
         FROM records WHERE kind = 'contact';
     CREATE TRIGGER contact_search_insert AFTER INSERT ON records WHEN new.kind = 'contact' BEGIN
-        INSERT INTO contact_search (rowid, text) VALUES (new.seq, concat_ws(' ',
+        INSERT INTO contact_search (seq, text) VALUES (new.seq, concat_ws(' ',
             new.fields ->> '$.first_name', new.fields ->> '$.last_name', new.fields ->> '$.email',
             new.fields ->> '$.phone', new.fields ->> '$.mobile',
             replace(replace(replace(replace(replace(replace(new.fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
@@ -279,10 +281,10 @@ const MIGRATIONS: &[&str] = &[
             new.fields ->> '$.phone', new.fields ->> '$.mobile',
             replace(replace(replace(replace(replace(replace(new.fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
             replace(replace(replace(replace(replace(replace(new.fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''))
-        WHERE rowid = new.seq;
+        WHERE seq = new.seq;
     END;
     CREATE TRIGGER contact_search_delete AFTER DELETE ON records WHEN old.kind = 'contact' BEGIN
-        DELETE FROM contact_search WHERE rowid = old.seq;
+        DELETE FROM contact_search WHERE seq = old.seq;
     END;
 
     CREATE INDEX records_by_contact ON records (fields ->> '$.contact_id', seq) WHERE kind != 'contact';
