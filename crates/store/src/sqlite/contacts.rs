@@ -1,8 +1,9 @@
 //! The web app's contact reads: the contact list by search and filters, a contact's records, and a
 //! record's webhook timeline.
 //!
-//! Search reads `contact_search`, a narrow table of each contact's searchable text that triggers
-//! keep beside `records` (see the migration): each word becomes a `LIKE '%word%'`, checked newest
+//! Search reads `contact_search`, a narrow table of each contact's searchable text that the
+//! write paths keep beside `records` (`search_text`, made with the rest of a row's columns, off
+//! the writer thread for creates): each word becomes a `LIKE '%word%'`, checked newest
 //! first, so a page stops reading after its rows; a word few contacts have reads the whole table
 //! (about 50 ms for 500,000 contacts, see PERFORMANCE.md). An FTS5 trigram index answered such a
 //! word in a millisecond but halved bulk creates, the engine's hot path.
@@ -21,6 +22,56 @@ use crate::{
 
 /// The most endpoints a timeline looks at.
 const MAX_ENDPOINTS: i64 = 1000;
+
+/// A contact's searchable text: names, email, phones, and the phones' digits alone (so that
+/// `2079460001` finds `+44 (20) 7946-0001`); `None` for other kinds.
+pub(super) fn search_text(record: &Record) -> Option<String> {
+    if record.kind != RecordKind::Contact {
+        return None;
+    }
+    let mut parts: Vec<String> = ["first_name", "last_name", "email", "phone", "mobile"]
+        .iter()
+        .filter_map(|field| record.get_str(field).map(str::to_owned))
+        .collect();
+    for phone in ["phone", "mobile"].iter().filter_map(|field| record.get_str(field)) {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        if !digits.is_empty() && digits != phone {
+            parts.push(digits);
+        }
+    }
+    Some(parts.join(" "))
+}
+
+/// Writes new contacts' search rows, each `(seq, text)`, with one statement.
+pub(super) fn insert_search_texts(conn: &Connection, rows: &[(i64, &str)]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("INSERT INTO contact_search (seq, text) VALUES {}", vec!["(?, ?)"; rows.len()].join(", "));
+    let mut statement = conn.prepare_cached(&sql)?;
+    for (n, (seq, text)) in rows.iter().enumerate() {
+        statement.raw_bind_parameter(n * 2 + 1, seq)?;
+        statement.raw_bind_parameter(n * 2 + 2, text)?;
+    }
+    statement.raw_execute()?;
+    Ok(())
+}
+
+/// Follows a contact's change.
+pub(super) fn update_search_text(conn: &Connection, seq: i64, record: &Record) -> Result<(), StoreError> {
+    if let Some(text) = search_text(record) {
+        conn.prepare_cached("UPDATE contact_search SET text = ?2 WHERE seq = ?1")?.execute(params![seq, text])?;
+    }
+    Ok(())
+}
+
+/// Follows a contact's deletion.
+pub(super) fn delete_search_text(conn: &Connection, kind: RecordKind, seq: i64) -> Result<(), StoreError> {
+    if kind == RecordKind::Contact {
+        conn.prepare_cached("DELETE FROM contact_search WHERE seq = ?1")?.execute([seq])?;
+    }
+    Ok(())
+}
 
 /// The `WHERE` terms and their values, built up one filter at a time.
 #[derive(Default)]

@@ -254,10 +254,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
     "#,
     // The web app's contacts: each contact's searchable text (name, email, phones, and the phones'
-    // digits alone) in a narrow table of its own, kept by triggers so that every write path
-    // (single, bulk, PATCH, delete) keeps it without knowing of it; a search reads it whole, which
-    // is far cheaper than the JSON it comes from (an FTS5 trigram index was measured: it halved
-    // bulk creates). Then the records of a contact by their `contact_id`, and each event's record,
+    // digits alone) in a narrow table of its own, written by the store beside each contact (see
+    // sqlite/contacts.rs; filled here for the contacts there are); a search reads it whole, which
+    // is far cheaper than the JSON it comes from. Measured: an FTS5 trigram index kept by triggers
+    // halved bulk creates, and triggers making this text from the JSON cost a third of them. Then the records of a contact by their `contact_id`, and each event's record,
     // for a record's webhook timeline (events written before this have none).
     r#"
     CREATE TABLE contact_search (seq INTEGER PRIMARY KEY, text TEXT NOT NULL);
@@ -268,24 +268,6 @@ const MIGRATIONS: &[&str] = &[
             replace(replace(replace(replace(replace(replace(fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
             replace(replace(replace(replace(replace(replace(fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''))
         FROM records WHERE kind = 'contact';
-    CREATE TRIGGER contact_search_insert AFTER INSERT ON records WHEN new.kind = 'contact' BEGIN
-        INSERT INTO contact_search (seq, text) VALUES (new.seq, concat_ws(' ',
-            new.fields ->> '$.first_name', new.fields ->> '$.last_name', new.fields ->> '$.email',
-            new.fields ->> '$.phone', new.fields ->> '$.mobile',
-            replace(replace(replace(replace(replace(replace(new.fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
-            replace(replace(replace(replace(replace(replace(new.fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', '')));
-    END;
-    CREATE TRIGGER contact_search_update AFTER UPDATE OF fields ON records WHEN new.kind = 'contact' BEGIN
-        UPDATE contact_search SET text = concat_ws(' ',
-            new.fields ->> '$.first_name', new.fields ->> '$.last_name', new.fields ->> '$.email',
-            new.fields ->> '$.phone', new.fields ->> '$.mobile',
-            replace(replace(replace(replace(replace(replace(new.fields ->> '$.phone', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''),
-            replace(replace(replace(replace(replace(replace(new.fields ->> '$.mobile', ' ', ''), '-', ''), '(', ''), ')', ''), '+', ''), '.', ''))
-        WHERE seq = new.seq;
-    END;
-    CREATE TRIGGER contact_search_delete AFTER DELETE ON records WHEN old.kind = 'contact' BEGIN
-        DELETE FROM contact_search WHERE seq = old.seq;
-    END;
 
     CREATE INDEX records_by_contact ON records (fields ->> '$.contact_id', seq) WHERE kind != 'contact';
 

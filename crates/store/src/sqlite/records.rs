@@ -215,6 +215,8 @@ struct RowColumns {
     assigned_agent_id: Option<String>,
     email_key: Option<String>,
     fields_json: String,
+    /// A contact's row in `contact_search` (see `contacts::search_text`).
+    search_text: Option<String>,
 }
 
 impl RowColumns {
@@ -223,6 +225,7 @@ impl RowColumns {
             assigned_agent_id: record.assigned_agent_id().map(str::to_owned),
             email_key: record.email_key(),
             fields_json: fields_json(&record.fields),
+            search_text: super::contacts::search_text(record),
         }
     }
 }
@@ -447,6 +450,7 @@ fn update_one(
             fields_json(&new.fields)
         ]);
     map_unique_violation(updated)?;
+    super::contacts::update_search_text(ctx.tx, seq, &new)?;
     let events = change::events_on_update(&old, &new);
     Ok((new, events))
 }
@@ -454,6 +458,7 @@ fn update_one(
 fn delete_one(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str) -> Result<Vec<PendingEvent>, Failure> {
     let (seq, old) = find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.ok_or(Failure::NotFound)?;
     ctx.tx.prepare_cached("DELETE FROM records WHERE seq = ?1")?.execute([seq])?;
+    super::contacts::delete_search_text(ctx.tx, kind, seq)?;
     // Seqs are never handed out twice: if this was the newest record, the next start must still
     // count from it (the records table alone would forget it).
     ctx.tx
@@ -486,6 +491,7 @@ fn insert_records<'r>(
         records.len(),
     );
     let mut statement = conn.prepare_cached(&sql)?;
+    let mut searchable = Vec::new();
     for (n, (seq, record, columns)) in records.enumerate() {
         let first = n * COLUMNS + 1;
         statement.raw_bind_parameter(first, seq)?;
@@ -496,8 +502,13 @@ fn insert_records<'r>(
         statement.raw_bind_parameter(first + 5, record.created_at.timestamp())?;
         statement.raw_bind_parameter(first + 6, record.updated_at.timestamp())?;
         statement.raw_bind_parameter(first + 7, &columns.fields_json)?;
+        if let Some(text) = &columns.search_text {
+            searchable.push((seq, text.as_str()));
+        }
     }
-    map_unique_violation(statement.raw_execute())
+    map_unique_violation(statement.raw_execute())?;
+    super::contacts::insert_search_texts(conn, &searchable)?;
+    Ok(())
 }
 
 /// Inserts events, each `(name, created_at, body, record seq)`, with one statement.
