@@ -169,7 +169,7 @@ impl Figures {
 
     /// The table for people: figure, value, target, met.
     pub fn table(&self) -> String {
-        let mut out = format!("{:<26} {:>14}  {:<30} {}\n", "figure", "value", "target", "met");
+        let mut out = format!("{:<28} {:>14}  {:<30} {}\n", "figure", "value", "target", "met");
         for row in self.rows() {
             let value = row.value.map_or("none".to_owned(), |value| row.unit.show(value));
             let (target, met) = match &row.target {
@@ -183,7 +183,7 @@ impl Figures {
                     },
                 ),
             };
-            out.push_str(&format!("{:<26} {:>14}  {:<30} {}\n", row.key, value, target, met));
+            out.push_str(&format!("{:<28} {:>14}  {:<30} {}\n", row.key, value, target, met));
         }
         out
     }
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn the_table_has_one_line_per_figure() {
         let table = Figures::default().table();
-        assert_eq!(table.lines().count(), 19);
+        assert_eq!(table.lines().count(), 25);
         assert!(table.contains("ratio_to_limit"));
         assert!(table.lines().nth(3).unwrap().contains("unknown"));
     }
