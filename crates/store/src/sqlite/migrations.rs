@@ -324,6 +324,31 @@ mod tests {
     }
 
     #[test]
+    fn the_contacts_migration_makes_search_rows_for_the_contacts_there_are() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO records (seq, kind, created_by, created_at, updated_at, fields) VALUES
+                 (7, 'contact', 'u', 0, 0, '{"first_name":"Ada","email":"ada@example.com","phone":"+44 (20) 7946-0001"}'),
+                 (8, 'deal', 'u', 0, 0, '{"title":"Flat"}');"#,
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, text FROM contact_search")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(7, "Ada ada@example.com +44 (20) 7946-0001 442079460001".to_owned())]);
+    }
+
+    #[test]
     fn version_two_keys_deliveries_by_event_and_endpoint_and_starts_cursors_at_the_newest_event() {
         let mut conn = version_one();
         migrate(&mut conn).unwrap();
