@@ -13,6 +13,7 @@
 //! connections and never wait for the writer (WAL mode).
 #![deny(missing_docs)]
 
+mod contacts;
 pub mod credentials;
 mod error;
 mod hubspot;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use estate_crm_domain::{Record, RecordKind};
 use serde_json::Value;
 
+pub use contacts::*;
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
 pub use pipeline::{DueTasks, RecordQuery, Scope, StageTotal};
@@ -229,4 +231,31 @@ pub trait Store: Send + Sync + 'static {
         &self,
         enquiry_ids: Vec<String>,
     ) -> Result<std::collections::HashMap<String, String>, StoreError>;
+
+    // --- web app: contacts ---
+    /// A page of the contacts the actor may see that match `query`, newest first.
+    async fn search_contacts(
+        &self,
+        actor: &Actor,
+        query: ContactQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError>;
+    /// The newest `limit` records of `kind` (lead, deal, task, enquiry) whose `contact_id` is this
+    /// contact, among those the actor may see.
+    async fn records_of_contact(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// The newest `limit` events a record the actor may see fired, each with its webhooks'
+    /// state per endpoint (delivered, pending or failed).
+    async fn record_timeline(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<TimelineEvent>, StoreError>;
 }

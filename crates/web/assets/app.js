@@ -210,7 +210,31 @@
   document.addEventListener("dragleave", dragLeave);
   document.addEventListener("drop", drop);
   document.addEventListener("dragend", dragEnd);
+
+  // A table's "select every row" box (hidden without this script, which is what makes it work):
+  // ticks or unticks every box named by its data-select-all in the same form.
+  function startSelectAll() {
+    var boxes = document.querySelectorAll("input[data-select-all]");
+    Array.prototype.forEach.call(boxes, function (all) {
+      var form = all.form;
+      if (!form) return;
+      var name = all.getAttribute("data-select-all");
+      var rows = form.querySelectorAll('input[type="checkbox"][name="' + name + '"]');
+      all.hidden = false;
+      all.addEventListener("change", function () {
+        Array.prototype.forEach.call(rows, function (row) {
+          row.checked = all.checked;
+        });
+      });
+    });
+  }
+
   document.addEventListener("click", testInPlace);
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", startSelectAll);
+  } else {
+    startSelectAll();
+  }
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", startLiveTables);
   } else {

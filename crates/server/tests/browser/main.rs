@@ -11,6 +11,7 @@ mod axe;
 mod chrome;
 mod screens;
 
+mod contacts;
 mod dashboard;
 mod deliveries;
 mod endpoints;

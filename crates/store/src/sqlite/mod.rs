@@ -3,6 +3,7 @@
 
 mod auth;
 mod checkpoint;
+mod contacts;
 mod fanout;
 mod hubspot;
 mod migrations;
@@ -574,5 +575,41 @@ impl Store for SqliteStore {
         enquiry_ids: Vec<String>,
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         self.read(move |conn, tag| pipeline::leads_from_enquiries(conn, tag, &enquiry_ids)).await
+    }
+
+    // --- web app: contacts ---
+    async fn search_contacts(
+        &self,
+        actor: &Actor,
+        query: ContactQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, tag| contacts::search(conn, tag, &actor, &query, &page)).await
+    }
+
+    async fn records_of_contact(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let (actor, contact_id) = (actor.clone(), contact_id.to_owned());
+        self.read(move |conn, tag| contacts::records_of_contact(conn, tag, &actor, kind, &contact_id, limit)).await
+    }
+
+    async fn record_timeline(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<TimelineEvent>, StoreError> {
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.read(move |conn, tag| {
+            fanout::in_snapshot(conn, |conn| contacts::timeline(conn, tag, &actor, kind, &id, limit))
+        })
+        .await
     }
 }

@@ -1,6 +1,7 @@
 //! The pages: each area's handlers in its own file, the shared page shell and form pieces here.
 
 mod auth;
+mod contacts;
 mod dashboard;
 mod deliveries;
 pub(crate) mod endpoints;
@@ -8,7 +9,6 @@ pub mod error_page;
 mod hubspot;
 mod import;
 pub mod pipeline;
-mod records;
 mod users;
 mod webhooks;
 
@@ -31,7 +31,13 @@ pub fn router() -> Router<WebState> {
         .route("/logout", post(auth::logout))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route("/", get(dashboard::page))
-        .route("/contacts", get(records::contacts))
+        .route("/contacts", get(contacts::list).post(contacts::create))
+        .route("/contacts/new", get(contacts::new_page))
+        .route("/contacts/export", get(contacts::export))
+        .route("/contacts/bulk", post(contacts::bulk))
+        .route("/contacts/{id}", get(contacts::view))
+        .route("/contacts/{id}/edit", get(contacts::edit_page).post(contacts::save))
+        .route("/contacts/{id}/delete", get(contacts::confirm_delete).post(contacts::delete))
         .route(
             "/contacts/import",
             get(import::contacts_page).post(import::upload_contacts).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
@@ -168,7 +174,7 @@ pub fn shell_with_head(
                             ul {
                                 li { a href="/" aria-current=[current(section == Section::Dashboard)] { "Dashboard" } }
                                 @for kind in RecordKind::ALL {
-                                    li { a href=(format!("/{}", kind.plural())) aria-current=[current(section == Section::Records(kind))] { (records::title(kind)) } }
+                                    li { a href=(format!("/{}", kind.plural())) aria-current=[current(section == Section::Records(kind))] { (menu_title(kind)) } }
                                 }
                                 @if visitor.is_admin() {
                                     li { a href="/settings/webhooks" aria-current=[current(matches!(section, Section::Settings(_)))] { "Settings" } }
@@ -388,5 +394,16 @@ mod tests {
         assert_eq!(duration_text(0), "<1 ms");
         assert_eq!(duration_text(1), "1 ms");
         assert_eq!(duration_text(1500), "1500 ms");
+    }
+}
+
+/// A record kind's name in the menu and as its list's title.
+pub fn menu_title(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Contact => "Contacts",
+        RecordKind::Lead => "Leads",
+        RecordKind::Enquiry => "Enquiries",
+        RecordKind::Deal => "Deals",
+        RecordKind::Task => "Tasks",
     }
 }
