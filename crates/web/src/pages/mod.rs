@@ -385,6 +385,17 @@ pub fn now_ms() -> i64 {
 /// The JSON object a form becomes before the shared validation reads it.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
+/// A record kind's name in the menu and as its list's title.
+pub fn menu_title(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Contact => "Contacts",
+        RecordKind::Lead => "Leads",
+        RecordKind::Enquiry => "Enquiries",
+        RecordKind::Deal => "Deals",
+        RecordKind::Task => "Tasks",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::duration_text;
@@ -394,16 +405,5 @@ mod tests {
         assert_eq!(duration_text(0), "<1 ms");
         assert_eq!(duration_text(1), "1 ms");
         assert_eq!(duration_text(1500), "1500 ms");
-    }
-}
-
-/// A record kind's name in the menu and as its list's title.
-pub fn menu_title(kind: RecordKind) -> &'static str {
-    match kind {
-        RecordKind::Contact => "Contacts",
-        RecordKind::Lead => "Leads",
-        RecordKind::Enquiry => "Enquiries",
-        RecordKind::Deal => "Deals",
-        RecordKind::Task => "Tasks",
     }
 }
