@@ -28,6 +28,12 @@ pub struct Figures {
     pub ui_endpoints_page_p99_ms: Option<f64>,
     pub ui_endpoints_page_cold_ms: Option<f64>,
     pub ui_endpoints_page_first_ms: Option<f64>,
+    pub ui_contacts_page_ms: Option<f64>,
+    pub ui_contacts_page_p99_ms: Option<f64>,
+    pub ui_contacts_search_ms: Option<f64>,
+    pub ui_contacts_search_p99_ms: Option<f64>,
+    pub ui_contacts_search_broad_ms: Option<f64>,
+    pub ui_contacts_search_short_ms: Option<f64>,
 }
 
 /// How a figure is written: it decides the decimals in the table and in the JSON.
@@ -147,6 +153,12 @@ impl Figures {
             row("ui_endpoints_page_p99_ms", self.ui_endpoints_page_p99_ms, Millis, Some(Bound::AtMost(50.0))),
             row("ui_endpoints_page_cold_ms", self.ui_endpoints_page_cold_ms, Millis, Some(Bound::AtMost(50.0))),
             row("ui_endpoints_page_first_ms", self.ui_endpoints_page_first_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_contacts_page_ms", self.ui_contacts_page_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_contacts_page_p99_ms", self.ui_contacts_page_p99_ms, Millis, Some(Bound::AtMost(50.0))),
+            row("ui_contacts_search_ms", self.ui_contacts_search_ms, Millis, Some(Bound::AtMost(100.0))),
+            row("ui_contacts_search_p99_ms", self.ui_contacts_search_p99_ms, Millis, Some(Bound::AtMost(100.0))),
+            row("ui_contacts_search_broad_ms", self.ui_contacts_search_broad_ms, Millis, Some(Bound::AtMost(100.0))),
+            row("ui_contacts_search_short_ms", self.ui_contacts_search_short_ms, Millis, Some(Bound::AtMost(100.0))),
         ]
     }
 
@@ -157,7 +169,7 @@ impl Figures {
 
     /// The table for people: figure, value, target, met.
     pub fn table(&self) -> String {
-        let mut out = format!("{:<26} {:>14}  {:<30} {}\n", "figure", "value", "target", "met");
+        let mut out = format!("{:<28} {:>14}  {:<30} {}\n", "figure", "value", "target", "met");
         for row in self.rows() {
             let value = row.value.map_or("none".to_owned(), |value| row.unit.show(value));
             let (target, met) = match &row.target {
@@ -171,7 +183,7 @@ impl Figures {
                     },
                 ),
             };
-            out.push_str(&format!("{:<26} {:>14}  {:<30} {}\n", row.key, value, target, met));
+            out.push_str(&format!("{:<28} {:>14}  {:<30} {}\n", row.key, value, target, met));
         }
         out
     }
@@ -237,6 +249,12 @@ mod tests {
             ui_endpoints_page_p99_ms: Some(8.0),
             ui_endpoints_page_cold_ms: Some(12.0),
             ui_endpoints_page_first_ms: Some(30.0),
+            ui_contacts_page_ms: Some(5.0),
+            ui_contacts_page_p99_ms: Some(9.0),
+            ui_contacts_search_ms: Some(6.0),
+            ui_contacts_search_p99_ms: Some(12.0),
+            ui_contacts_search_broad_ms: Some(6.0),
+            ui_contacts_search_short_ms: Some(60.0),
         }
     }
 
@@ -277,6 +295,12 @@ mod tests {
                 "ui_endpoints_page_p99_ms",
                 "ui_endpoints_page_cold_ms",
                 "ui_endpoints_page_first_ms",
+                "ui_contacts_page_ms",
+                "ui_contacts_page_p99_ms",
+                "ui_contacts_search_ms",
+                "ui_contacts_search_p99_ms",
+                "ui_contacts_search_broad_ms",
+                "ui_contacts_search_short_ms",
                 "quick",
                 "git_rev",
                 "targets_met",
@@ -290,7 +314,7 @@ mod tests {
     #[test]
     fn the_table_has_one_line_per_figure() {
         let table = Figures::default().table();
-        assert_eq!(table.lines().count(), 19);
+        assert_eq!(table.lines().count(), 25);
         assert!(table.contains("ratio_to_limit"));
         assert!(table.lines().nth(3).unwrap().contains("unknown"));
     }

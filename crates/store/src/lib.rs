@@ -13,11 +13,13 @@
 //! connections and never wait for the writer (WAL mode).
 #![deny(missing_docs)]
 
+mod contacts;
 pub mod credentials;
 mod error;
 mod fanout_keys;
 mod hubspot;
 mod ids;
+pub mod pipeline;
 mod postgres;
 mod prepare;
 mod sqlite;
@@ -27,8 +29,10 @@ use async_trait::async_trait;
 use estate_crm_domain::{Record, RecordKind};
 use serde_json::Value;
 
+pub use contacts::*;
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
+pub use pipeline::{DueTasks, RecordQuery, Scope, StageTotal};
 pub use postgres::{PgConfig, PgStore, migrate_postgres};
 pub use sqlite::{SqliteConfig, SqliteStore, migrate_sqlite};
 pub use types::*;
@@ -204,4 +208,58 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Page<SyncLogEntry>, StoreError>;
     /// Figures for the integration's state.
     async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError>;
+
+    // --- web app: pipeline ---
+    /// A page of one kind's records that match `query`, newest first.
+    async fn find_records(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        query: RecordQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError>;
+    /// Open tasks, soonest due first (overdue ones lead), undated ones last; `limit` from `offset`.
+    async fn due_tasks(&self, actor: &Actor, scope: Scope, offset: usize, limit: usize)
+    -> Result<DueTasks, StoreError>;
+    /// How many deals each stage holds and their amounts added up, per currency.
+    async fn deal_stage_totals(&self, actor: &Actor, scope: Scope) -> Result<Vec<StageTotal>, StoreError>;
+    /// The records of a kind with these ids (at most 500) that the actor may see, in no order.
+    async fn records_by_ids(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// For each enquiry that **Make lead** turned into a lead, that lead's id (at most 500 enquiries).
+    async fn leads_from_enquiries(
+        &self,
+        enquiry_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError>;
+
+    // --- web app: contacts ---
+    /// A page of the contacts the actor may see that match `query`, newest first.
+    async fn search_contacts(
+        &self,
+        actor: &Actor,
+        query: ContactQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError>;
+    /// The newest `limit` records of `kind` (lead, deal, task, enquiry) whose `contact_id` is this
+    /// contact, among those the actor may see.
+    async fn records_of_contact(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// The newest `limit` events a record the actor may see fired, each with its webhooks'
+    /// state per endpoint (delivered, pending or failed).
+    async fn record_timeline(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<TimelineEvent>, StoreError>;
 }

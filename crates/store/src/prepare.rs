@@ -108,6 +108,8 @@ pub(crate) struct RowColumns {
     pub(crate) assigned_agent_id: Option<String>,
     pub(crate) email_key: Option<String>,
     pub(crate) fields_json: String,
+    /// A contact's searchable text (see [`search_text`]).
+    pub(crate) search_text: Option<String>,
 }
 
 impl RowColumns {
@@ -116,6 +118,7 @@ impl RowColumns {
             assigned_agent_id: record.assigned_agent_id().map(str::to_owned),
             email_key: record.email_key(),
             fields_json: fields_json(&record.fields),
+            search_text: search_text(record),
         }
     }
 }
@@ -229,4 +232,30 @@ pub(crate) fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Result<Page<
         None
     };
     Ok(Page { items: rows.into_iter().map(|(_, item)| item).collect(), next_cursor })
+}
+
+/// A contact's searchable text: names, email, phones, and the phones' digits alone (so that
+/// `2079460001` finds `+44 (20) 7946-0001`); `None` for other kinds.
+pub(crate) fn search_text(record: &Record) -> Option<String> {
+    if record.kind != RecordKind::Contact {
+        return None;
+    }
+    let mut parts: Vec<String> = ["first_name", "last_name", "email", "phone", "mobile"]
+        .iter()
+        .filter_map(|field| record.get_str(field).map(str::to_owned))
+        .collect();
+    for phone in ["phone", "mobile"].iter().filter_map(|field| record.get_str(field)) {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        if !digits.is_empty() && digits != phone {
+            parts.push(digits);
+        }
+    }
+    Some(parts.join(" "))
+}
+
+/// The seq of the record an event's `data` is (its `id`, `con_...`), if it is one of ours.
+pub(crate) fn record_seq_of(tag: &str, data: &Value) -> Option<i64> {
+    let id = data.get("id")?.as_str()?;
+    let (prefix, _) = id.split_once('_')?;
+    ids::parse(prefix, tag, id)
 }

@@ -14,6 +14,7 @@
 
 mod assets;
 mod form;
+mod import;
 mod pages;
 pub mod session;
 pub mod throttle;
@@ -67,6 +68,8 @@ struct Inner {
     /// The last 24 hours' counts per endpoint, shared by every page that shows them for a moment:
     /// counting is a scan of the window's index entries, and each open dashboard asks every 2 s.
     health: tokio::sync::Mutex<Option<(std::time::Instant, pages::Health)>>,
+    /// CSV uploads waiting for their mapping and the imports running or finished.
+    imports: import::jobs::Imports,
 }
 
 impl WebState {
@@ -83,6 +86,7 @@ impl WebState {
             setup_code,
             setup_lock: tokio::sync::Mutex::new(()),
             health: tokio::sync::Mutex::new(None),
+            imports: import::jobs::Imports::default(),
         };
         Ok(WebState { inner: Arc::new(inner) })
     }
@@ -108,6 +112,10 @@ impl WebState {
 
     fn store(&self) -> &Arc<dyn Store> {
         &self.inner.config.store
+    }
+
+    fn imports(&self) -> &import::jobs::Imports {
+        &self.inner.imports
     }
 
     fn site_url(&self) -> &str {

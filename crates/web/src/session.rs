@@ -277,6 +277,74 @@ pub fn login_secret(headers: &HeaderMap, secure: bool) -> (String, Option<Header
     }
 }
 
+/// A file sent from a signed-in user's upload form (`multipart/form-data`): same origin, and its
+/// `csrf_token` field matches their session. A file that could not be read is a message for the
+/// form, not a rejection.
+#[derive(Debug)]
+pub struct UploadForm {
+    /// Who sent it.
+    pub visitor: Visitor,
+    /// The file's name and bytes, or why it could not be read (with the status to answer).
+    pub file: Result<(String, axum::body::Bytes), (StatusCode, String)>,
+}
+
+/// The form field that carries the file.
+pub const UPLOAD_FIELD: &str = "file";
+
+impl FromRequest<WebState> for UploadForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &WebState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let visitor = Visitor::from_request_parts(&mut parts, state).await?;
+        if !same_origin(&parts.headers, state.site_url()) {
+            return Err(error_page::forbidden(None, "This form was sent from another site, so it was refused."));
+        }
+        let request = Request::from_parts(parts, body);
+        let mut multipart = match axum::extract::Multipart::from_request(request, state).await {
+            Ok(multipart) => multipart,
+            Err(_) => {
+                let message = "Choose a CSV file with the form's file field and send it again.".to_owned();
+                return Ok(UploadForm { visitor, file: Err((StatusCode::BAD_REQUEST, message)) });
+            }
+        };
+        let mut token = String::new();
+        let mut file = Err((StatusCode::BAD_REQUEST, "Choose a CSV file to upload.".to_owned()));
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(err) => {
+                    file = Err(upload_error(&err));
+                    break;
+                }
+            };
+            match field.name() {
+                Some("csrf_token") => token = field.text().await.unwrap_or_default(),
+                Some(UPLOAD_FIELD) => {
+                    let name = field.file_name().unwrap_or("").to_owned();
+                    file = field.bytes().await.map(|bytes| (name, bytes)).map_err(|err| upload_error(&err));
+                }
+                _ => {}
+            }
+        }
+        if !bool::from(visitor.csrf.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(refused_token());
+        }
+        Ok(UploadForm { visitor, file })
+    }
+}
+
+fn upload_error(err: &axum::extract::multipart::MultipartError) -> (StatusCode, String) {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let message =
+            "The file is larger than the server takes. Split it into smaller files and upload them one at a time.";
+        (StatusCode::PAYLOAD_TOO_LARGE, message.to_owned())
+    } else {
+        (StatusCode::BAD_REQUEST, format!("The upload could not be read ({err}). Send the file again."))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

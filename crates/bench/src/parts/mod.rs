@@ -151,7 +151,7 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(8) {
         progress(&format!(
-            "8/8 web pages: the delivery log and the endpoints page over {} deliveries",
+            "8/8 web pages: the delivery log, the endpoints page and the contacts over {} deliveries",
             grouped(plan.ui_deliveries)
         ));
         let pages = ui_pages::measure(plan, &binary, &receiver, &mut peaks).await;
@@ -162,6 +162,12 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
             outcome.figures.ui_endpoints_page_p99_ms = Some(pages.endpoints.p99_ms);
             outcome.figures.ui_endpoints_page_cold_ms = Some(pages.endpoints_cold_ms);
             outcome.figures.ui_endpoints_page_first_ms = Some(pages.endpoints.first_ms);
+            outcome.figures.ui_contacts_page_ms = Some(pages.contacts.p50_ms);
+            outcome.figures.ui_contacts_page_p99_ms = Some(pages.contacts.p99_ms);
+            outcome.figures.ui_contacts_search_ms = Some(pages.contacts_search.p50_ms);
+            outcome.figures.ui_contacts_search_p99_ms = Some(pages.contacts_search.p99_ms);
+            outcome.figures.ui_contacts_search_broad_ms = Some(pages.contacts_search_broad.p50_ms);
+            outcome.figures.ui_contacts_search_short_ms = Some(pages.contacts_search_short.p50_ms);
         }
     }
 

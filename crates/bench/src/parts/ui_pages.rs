@@ -1,7 +1,9 @@
 //! Part 8: the web app's pages over a large delivery log. A server of its own gets two endpoints
 //! on the receiver and enough contacts for `plan.ui_deliveries` deliveries (two each), all
 //! delivered; then the bench signs in through the real `/login` form and times whole answers
-//! of the delivery log and the endpoints page, one request at a time after a warm-up.
+//! of the delivery log, the endpoints page and the contacts table (unfiltered, and searched for
+//! one contact, for words every contact has, and for two letters, which the trigram index cannot
+//! answer), one request at a time after a warm-up.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,9 +37,20 @@ pub struct PageTimes {
 pub struct UiPages {
     pub deliveries: PageTimes,
     pub endpoints: PageTimes,
+    /// `/contacts`, newest first, over every contact of the part.
+    pub contacts: PageTimes,
+    /// `/contacts?q=` one contact's email.
+    pub contacts_search: PageTimes,
+    /// `/contacts?q=` words every contact has.
+    pub contacts_search_broad: PageTimes,
+    /// `/contacts?q=` two letters no contact has.
+    pub contacts_search_short: PageTimes,
     /// The endpoints page when its counts are not shared from a page shown just before.
     pub endpoints_cold_ms: f64,
 }
+
+/// What a contacts page with at least one row has.
+const CONTACT_ROW: &str = "data-record-id=\"con_";
 
 /// The endpoints page (and the dashboard) share their 24-hour counts for up to a second; a page
 /// asked for this long after the last one counts afresh.
@@ -67,6 +80,8 @@ async fn fill_and_time(plan: &Plan, server: &Server, receiver: &Receiver) -> Res
         api.create_endpoint(&spec).await?;
     }
     let contacts = plan.ui_deliveries.div_ceil(SLOTS.len() as u64);
+    // The numbers `queue_backlog` is about to give its contacts start here (nothing else runs).
+    let first_contact = crate::payload::reserve_contacts(0);
     let since = receiver.stats().snapshot();
     let started = Instant::now();
     queue_backlog(plan, &api, contacts).await?;
@@ -84,6 +99,16 @@ async fn fill_and_time(plan: &Plan, server: &Server, receiver: &Receiver) -> Res
         deliveries: time_page(plan, &web, "/settings/deliveries", "id=\"deliveries\"").await?,
         endpoints: time_page(plan, &web, "/settings/endpoints", "id=\"endpoints\"").await?,
         endpoints_cold_ms: time_cold(plan, &web, "/settings/endpoints", "id=\"endpoints\"").await?,
+        contacts: time_page(plan, &web, "/contacts", CONTACT_ROW).await?,
+        contacts_search: time_page(
+            plan,
+            &web,
+            &format!("/contacts?q=ada-{}%40example", first_contact + contacts / 2),
+            CONTACT_ROW,
+        )
+        .await?,
+        contacts_search_broad: time_page(plan, &web, "/contacts?q=ada+lovelace", CONTACT_ROW).await?,
+        contacts_search_short: time_page(plan, &web, "/contacts?q=zq", "No contact matches").await?,
     })
 }
 

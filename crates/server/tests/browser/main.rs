@@ -14,10 +14,13 @@ mod axe;
 mod chrome;
 mod screens;
 
+mod contacts;
 mod dashboard;
 mod deliveries;
 mod endpoints;
 mod harness;
+mod import;
+mod pipeline;
 mod security;
 mod signin;
 mod users;

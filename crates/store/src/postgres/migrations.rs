@@ -164,6 +164,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hubspot_log_by_record ON hubspot_log (record_id, seq);
     "#,
+    // 2: the web app's pipeline screens (postgres/pipeline.rs), each index partial to its kind so
+    // that contacts cost them nothing: a stage's newest deals, open tasks by due date, leads by
+    // status, and the lead each enquiry became. Fields are compared as JSON (`-> 'stage'`), which
+    // keeps a string apart from a number as the filter gives it.
+    r#"
+    CREATE INDEX deals_by_stage ON records ((fields::jsonb -> 'stage'), seq) WHERE kind = 'deal';
+    CREATE INDEX tasks_by_due ON records
+        ((fields::jsonb -> 'completed'), (COALESCE(fields::jsonb ->> 'due_date', '9999-12-31')), seq)
+        WHERE kind = 'task';
+    CREATE INDEX leads_by_status ON records ((fields::jsonb -> 'status'), seq) WHERE kind = 'lead';
+    CREATE INDEX leads_by_source ON records ((fields::jsonb ->> 'lead_source')) WHERE kind = 'lead';
+    "#,
+    // 3: the web app's contacts (postgres/contacts.rs): a trigram index of each contact's name,
+    // email and phones (and the phones' digits alone), the records of a contact by `contact_id`, and
+    // each event's record, for a record's webhook timeline (events written before this have none).
+    r#"
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE FUNCTION contact_search_text(fields TEXT) RETURNS TEXT LANGUAGE SQL IMMUTABLE PARALLEL SAFE AS $$
+        SELECT lower(concat_ws(' ', f ->> 'first_name', f ->> 'last_name', f ->> 'email', f ->> 'phone', f ->> 'mobile',
+            NULLIF(regexp_replace(f ->> 'phone', '[^0-9]', '', 'g'), ''),
+            NULLIF(regexp_replace(f ->> 'mobile', '[^0-9]', '', 'g'), '')))
+        FROM (SELECT fields::jsonb AS f) AS record
+    $$;
+    CREATE INDEX contacts_search ON records USING gin (contact_search_text(fields) gin_trgm_ops) WHERE kind = 'contact';
+    CREATE INDEX records_by_contact ON records ((fields::jsonb ->> 'contact_id'), seq) WHERE kind <> 'contact';
+    ALTER TABLE events ADD COLUMN record_seq BIGINT;
+    CREATE INDEX events_by_record ON events (record_seq, seq) WHERE record_seq IS NOT NULL;
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction, all under a

@@ -6,9 +6,11 @@
 //! preparation of records (`crate::prepare`).
 
 mod auth;
+mod contacts;
 mod fanout;
 mod hubspot;
 pub(crate) mod migrations;
+mod pipeline;
 mod records;
 mod web;
 mod webhooks;
@@ -503,5 +505,82 @@ impl Store for PgStore {
 
     async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError> {
         hubspot::counts(&*self.reader().await?).await
+    }
+
+    // --- web app: pipeline ---
+
+    async fn find_records(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        query: RecordQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError> {
+        pipeline::find(&*self.reader().await?, &self.inner.tag, actor, kind, &query, &page).await
+    }
+
+    async fn due_tasks(
+        &self,
+        actor: &Actor,
+        scope: Scope,
+        offset: usize,
+        limit: usize,
+    ) -> Result<DueTasks, StoreError> {
+        pipeline::due_tasks(&*self.reader().await?, &self.inner.tag, actor, scope, offset, limit).await
+    }
+
+    async fn deal_stage_totals(&self, actor: &Actor, scope: Scope) -> Result<Vec<StageTotal>, StoreError> {
+        pipeline::stage_totals(&*self.reader().await?, actor, scope).await
+    }
+
+    async fn records_by_ids(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError> {
+        pipeline::by_ids(&*self.reader().await?, &self.inner.tag, actor, kind, &ids).await
+    }
+
+    async fn leads_from_enquiries(
+        &self,
+        enquiry_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        pipeline::leads_from_enquiries(&*self.reader().await?, &self.inner.tag, &enquiry_ids).await
+    }
+
+    // --- web app: contacts ---
+
+    async fn search_contacts(
+        &self,
+        actor: &Actor,
+        query: ContactQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError> {
+        contacts::search(&*self.reader().await?, &self.inner.tag, actor, &query, &page).await
+    }
+
+    async fn records_of_contact(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        contacts::records_of_contact(&*self.reader().await?, &self.inner.tag, actor, kind, contact_id, limit).await
+    }
+
+    async fn record_timeline(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<TimelineEvent>, StoreError> {
+        let (tag, actor, id) = (self.inner.tag.clone(), actor.clone(), id.to_owned());
+        fanout::in_snapshot(self.reader().await?, move |client| {
+            Box::pin(async move { contacts::timeline(client, &tag, &actor, kind, &id, limit).await })
+        })
+        .await
     }
 }

@@ -202,7 +202,8 @@ pub(super) async fn insert_prepared(
     check_references(ctx, actor, borrowed(&prepared.references)).await.map_err(Failure::into_store_error)?;
     insert_record(ctx, prepared.seq, &prepared.record, &prepared.columns).await.map_err(Failure::into_store_error)?;
     let created_at = prepared.now.timestamp();
-    let events: Vec<_> = prepared.events.iter().map(|(name, body)| (*name, created_at, body.as_slice())).collect();
+    let events: Vec<_> =
+        prepared.events.iter().map(|(name, body)| (*name, created_at, body.as_slice(), Some(prepared.seq))).collect();
     insert_events(ctx, &events).await?;
     for (name, _) in &prepared.events {
         wake_subscribers(ctx, *name).await?;
@@ -268,11 +269,13 @@ async fn insert_run(
     }
     let events: Vec<_> = rows
         .iter()
-        .flat_map(|(_, row)| row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice())))
+        .flat_map(|(_, row)| {
+            row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice(), Some(row.seq)))
+        })
         .collect();
     insert_events(ctx, &events).await?;
     let mut woken: Vec<EventName> = Vec::new();
-    for (name, _, _) in &events {
+    for (name, _, _, _) in &events {
         if !woken.contains(name) {
             woken.push(*name);
             wake_subscribers(ctx, *name).await?;
@@ -439,25 +442,29 @@ struct RecordColumns<'r> {
     fields: Vec<&'r str>,
 }
 
-/// Numbers and inserts events, each `(name, created_at, body)`, with one statement; answers the
-/// first seq given.
-pub(super) async fn insert_events(ctx: &mut WriteCtx, events: &[(EventName, i64, &[u8])]) -> Result<i64, StoreError> {
+/// Numbers and inserts events, each `(name, created_at, body, the seq of the record it is about)`,
+/// with one statement; answers the first seq given.
+pub(super) async fn insert_events(
+    ctx: &mut WriteCtx,
+    events: &[(EventName, i64, &[u8], Option<i64>)],
+) -> Result<i64, StoreError> {
     if events.is_empty() {
         return Ok(0);
     }
     let first = ctx.next_event_seqs(events.len()).await?;
     let seqs: Vec<i64> = (first..).take(events.len()).collect();
-    let names: Vec<&str> = events.iter().map(|(name, _, _)| name.as_str()).collect();
-    let times: Vec<i64> = events.iter().map(|(_, at, _)| *at).collect();
-    let bodies: Vec<&[u8]> = events.iter().map(|(_, _, body)| *body).collect();
+    let names: Vec<&str> = events.iter().map(|(name, _, _, _)| name.as_str()).collect();
+    let times: Vec<i64> = events.iter().map(|(_, at, _, _)| *at).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|(_, _, body, _)| *body).collect();
+    let records: Vec<Option<i64>> = events.iter().map(|(_, _, _, record)| *record).collect();
     let statement = ctx
         .client
         .prepare_cached(
-            "INSERT INTO events (seq, name, created_at, body)
-             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BYTEA[])",
+            "INSERT INTO events (seq, name, created_at, body, record_seq)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BYTEA[], $5::BIGINT[])",
         )
         .await?;
-    ctx.client.execute(&statement, &[&seqs, &names, &times, &bodies]).await?;
+    ctx.client.execute(&statement, &[&seqs, &names, &times, &bodies, &records]).await?;
     Ok(first)
 }
 
@@ -478,13 +485,17 @@ async fn check_references(
 /// Stamps, encodes and stores the events, and wakes the endpoints subscribed to them. The body
 /// bytes made here are the ones every attempt sends.
 async fn record_events(ctx: &mut WriteCtx, events: Vec<PendingEvent>, now: Timestamp) -> Result<(), StoreError> {
-    let bodies: Vec<(EventName, Vec<u8>)> = events
+    let bodies: Vec<(EventName, Vec<u8>, Option<i64>)> = events
         .iter()
-        .map(|event| (event.name, payload::encode(event.name, now, &event.data, &ctx.state.site_url)))
+        .map(|event| {
+            let body = payload::encode(event.name, now, &event.data, &ctx.state.site_url);
+            (event.name, body, crate::prepare::record_seq_of(&ctx.state.tag, &event.data))
+        })
         .collect();
-    let rows: Vec<_> = bodies.iter().map(|(name, body)| (*name, now.timestamp(), body.as_slice())).collect();
+    let rows: Vec<_> =
+        bodies.iter().map(|(name, body, record)| (*name, now.timestamp(), body.as_slice(), *record)).collect();
     insert_events(ctx, &rows).await?;
-    for (name, _) in &bodies {
+    for (name, _, _) in &bodies {
         wake_subscribers(ctx, *name).await?;
     }
     Ok(())
@@ -510,7 +521,7 @@ pub(super) fn record_from_row(row: &Row, tag: &str) -> Result<Record, StoreError
 }
 
 /// The record with this id if it exists, is of this kind, and the actor may see it.
-async fn find_visible(
+pub(super) async fn find_visible(
     client: &ClientWrapper,
     tag: &str,
     actor: &Actor,

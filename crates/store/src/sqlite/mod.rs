@@ -3,9 +3,11 @@
 
 mod auth;
 mod checkpoint;
+mod contacts;
 mod fanout;
 mod hubspot;
 mod migrations;
+mod pipeline;
 mod records;
 mod web;
 mod webhooks;
@@ -537,5 +539,85 @@ impl Store for SqliteStore {
 
     async fn hubspot_counts(&self) -> Result<HubspotCounts, StoreError> {
         self.read(|conn, _| hubspot::counts(conn)).await
+    }
+
+    async fn find_records(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        query: RecordQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, tag| pipeline::find(conn, tag, &actor, kind, &query, &page)).await
+    }
+
+    async fn due_tasks(
+        &self,
+        actor: &Actor,
+        scope: Scope,
+        offset: usize,
+        limit: usize,
+    ) -> Result<DueTasks, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, tag| pipeline::due_tasks(conn, tag, &actor, scope, offset, limit)).await
+    }
+
+    async fn deal_stage_totals(&self, actor: &Actor, scope: Scope) -> Result<Vec<StageTotal>, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, _| pipeline::stage_totals(conn, &actor, scope)).await
+    }
+
+    async fn records_by_ids(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, tag| pipeline::by_ids(conn, tag, &actor, kind, &ids)).await
+    }
+
+    async fn leads_from_enquiries(
+        &self,
+        enquiry_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.read(move |conn, tag| pipeline::leads_from_enquiries(conn, tag, &enquiry_ids)).await
+    }
+
+    // --- web app: contacts ---
+    async fn search_contacts(
+        &self,
+        actor: &Actor,
+        query: ContactQuery,
+        page: PageRequest,
+    ) -> Result<Page<Record>, StoreError> {
+        let actor = actor.clone();
+        self.read(move |conn, tag| contacts::search(conn, tag, &actor, &query, &page)).await
+    }
+
+    async fn records_of_contact(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let (actor, contact_id) = (actor.clone(), contact_id.to_owned());
+        self.read(move |conn, tag| contacts::records_of_contact(conn, tag, &actor, kind, &contact_id, limit)).await
+    }
+
+    async fn record_timeline(
+        &self,
+        actor: &Actor,
+        kind: RecordKind,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<TimelineEvent>, StoreError> {
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.read(move |conn, tag| {
+            fanout::in_snapshot(conn, |conn| contacts::timeline(conn, tag, &actor, kind, &id, limit))
+        })
+        .await
     }
 }

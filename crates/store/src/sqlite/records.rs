@@ -137,7 +137,7 @@ fn insert_one_prepared(ctx: &mut WriteCtx<'_>, actor: &Actor, prepared: Prepared
     check_references(ctx, actor, borrowed(&prepared.references))?;
     insert_record(ctx, prepared.seq, &prepared.record, &prepared.columns)?;
     for (name, body) in &prepared.events {
-        insert_event(ctx, *name, prepared.now.timestamp(), body)?;
+        insert_event(ctx, *name, prepared.now.timestamp(), body, Some(prepared.seq))?;
         wake_subscribers(ctx, *name)?;
     }
     Ok(prepared.record)
@@ -216,11 +216,13 @@ fn insert_chunk(
     }
     let events: Vec<_> = chunk
         .iter()
-        .flat_map(|(_, row)| row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice())))
+        .flat_map(|(_, row)| {
+            row.events.iter().map(|(name, body)| (*name, row.now.timestamp(), body.as_slice(), row.seq))
+        })
         .collect();
     insert_events(ctx.tx, &events)?;
     let mut woken: Vec<EventName> = Vec::new();
-    for (name, _, _) in &events {
+    for (name, _, _, _) in &events {
         if !woken.contains(name) {
             woken.push(*name);
             wake_subscribers(ctx, *name)?;
@@ -283,6 +285,7 @@ fn update_one(
             fields_json(&new.fields)
         ]);
     map_unique_violation(updated)?;
+    super::contacts::update_search_text(ctx.tx, seq, &new)?;
     let events = change::events_on_update(&old, &new);
     Ok((new, events))
 }
@@ -290,6 +293,7 @@ fn update_one(
 fn delete_one(ctx: &mut WriteCtx<'_>, actor: &Actor, kind: RecordKind, id: &str) -> Result<Vec<PendingEvent>, Failure> {
     let (seq, old) = find_visible(ctx.tx, &ctx.state.tag, actor, kind, id)?.ok_or(Failure::NotFound)?;
     ctx.tx.prepare_cached("DELETE FROM records WHERE seq = ?1")?.execute([seq])?;
+    super::contacts::delete_search_text(ctx.tx, kind, seq)?;
     // Seqs are never handed out twice: if this was the newest record, the next start must still
     // count from it (the records table alone would forget it).
     ctx.tx
@@ -322,6 +326,7 @@ fn insert_records<'r>(
         records.len(),
     );
     let mut statement = conn.prepare_cached(&sql)?;
+    let mut searchable = Vec::new();
     for (n, (seq, record, columns)) in records.enumerate() {
         let first = n * COLUMNS + 1;
         statement.raw_bind_parameter(first, seq)?;
@@ -332,23 +337,29 @@ fn insert_records<'r>(
         statement.raw_bind_parameter(first + 5, record.created_at.timestamp())?;
         statement.raw_bind_parameter(first + 6, record.updated_at.timestamp())?;
         statement.raw_bind_parameter(first + 7, &columns.fields_json)?;
+        if let Some(text) = &columns.search_text {
+            searchable.push((seq, text.as_str()));
+        }
     }
-    map_unique_violation(statement.raw_execute())
+    map_unique_violation(statement.raw_execute())?;
+    super::contacts::insert_search_texts(conn, &searchable)?;
+    Ok(())
 }
 
-/// Inserts events, each `(name, created_at, body)`, with one statement.
-fn insert_events(conn: &Connection, events: &[(EventName, i64, &[u8])]) -> Result<(), StoreError> {
-    const COLUMNS: usize = 3;
+/// Inserts events, each `(name, created_at, body, record seq)`, with one statement.
+fn insert_events(conn: &Connection, events: &[(EventName, i64, &[u8], i64)]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 4;
     if events.is_empty() {
         return Ok(());
     }
     let mut statement =
-        conn.prepare_cached(&multi_row_insert("events (name, created_at, body)", COLUMNS, events.len()))?;
-    for (n, (name, created_at, body)) in events.iter().enumerate() {
+        conn.prepare_cached(&multi_row_insert("events (name, created_at, body, record_seq)", COLUMNS, events.len()))?;
+    for (n, (name, created_at, body, record_seq)) in events.iter().enumerate() {
         let first = n * COLUMNS + 1;
         statement.raw_bind_parameter(first, name.as_str())?;
         statement.raw_bind_parameter(first + 1, created_at)?;
         statement.raw_bind_parameter(first + 2, body)?;
+        statement.raw_bind_parameter(first + 3, record_seq)?;
     }
     statement.raw_execute()?;
     Ok(())
@@ -390,23 +401,25 @@ fn check_references(
 fn record_events(ctx: &mut WriteCtx<'_>, events: Vec<PendingEvent>, now: Timestamp) -> Result<(), StoreError> {
     for event in events {
         let body = payload::encode(event.name, now, &event.data, &ctx.state.site_url);
-        insert_event(ctx, event.name, now.timestamp(), &body)?;
+        let record_seq = crate::prepare::record_seq_of(&ctx.state.tag, &event.data);
+        insert_event(ctx, event.name, now.timestamp(), &body, record_seq)?;
         wake_subscribers(ctx, event.name)?;
     }
     Ok(())
 }
 
+/// Stores an event; `record_seq` is the record it is about (none for a test), which a record's
+/// webhook timeline reads it by.
 pub(super) fn insert_event(
     ctx: &WriteCtx<'_>,
     name: EventName,
     created_at: i64,
     body: &[u8],
+    record_seq: Option<i64>,
 ) -> Result<i64, StoreError> {
-    ctx.tx.prepare_cached("INSERT INTO events (name, created_at, body) VALUES (?1, ?2, ?3)")?.execute(params![
-        name.as_str(),
-        created_at,
-        body
-    ])?;
+    ctx.tx
+        .prepare_cached("INSERT INTO events (name, created_at, body, record_seq) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![name.as_str(), created_at, body, record_seq])?;
     Ok(ctx.tx.last_insert_rowid())
 }
 
@@ -434,7 +447,7 @@ fn corrupt(column: usize, message: String) -> rusqlite::Error {
 }
 
 /// The record with this id if it exists, is of this kind, and the actor may see it.
-fn find_visible(
+pub(super) fn find_visible(
     conn: &Connection,
     tag: &str,
     actor: &Actor,

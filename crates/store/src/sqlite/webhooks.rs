@@ -18,7 +18,7 @@ use crate::{
 /// How long a replaced secret keeps signing, so receivers can switch without losing deliveries.
 const SECRET_ROTATION_MS: i64 = 24 * 3600 * 1000;
 pub(super) const ENDPOINT_PREFIX: &str = "ep";
-const DELIVERY_PREFIX: &str = "msg";
+pub(super) const DELIVERY_PREFIX: &str = "msg";
 
 /// Notes the active endpoints subscribed to this event, so that their lanes wake once the change
 /// commits. Nothing is written per endpoint: the event is owed to them through their cursors
@@ -560,7 +560,7 @@ pub(super) fn begin_test_delivery(
 ) -> Result<TestDelivery, StoreError> {
     let endpoint = endpoint_id.map(|id| endpoint_seq(&ctx.state.tag, id)).transpose()?;
     let now = Utc::now();
-    let event_seq = insert_event(ctx, EventName::WebhookTest, now.timestamp(), body)?;
+    let event_seq = insert_event(ctx, EventName::WebhookTest, now.timestamp(), body, None)?;
     let seq = fanout::delivery_key(event_seq, endpoint.unwrap_or(0));
     ctx.tx.execute(
         "INSERT INTO deliveries (seq, event_seq, endpoint_seq, status, next_attempt_at, created_at, updated_at)

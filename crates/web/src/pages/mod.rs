@@ -1,16 +1,19 @@
 //! The pages: each area's handlers in its own file, the shared page shell and form pieces here.
 
 mod auth;
+mod contacts;
 mod dashboard;
 mod deliveries;
 pub(crate) mod endpoints;
 pub mod error_page;
 mod hubspot;
-mod records;
+mod import;
+pub mod pipeline;
 mod users;
 mod webhooks;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use estate_crm_domain::{EventName, FieldErrors, RecordKind};
 use estate_crm_store::DeliveryStatus;
@@ -28,11 +31,25 @@ pub fn router() -> Router<WebState> {
         .route("/logout", post(auth::logout))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route("/", get(dashboard::page))
-        .route("/contacts", get(records::contacts))
-        .route("/leads", get(records::leads))
-        .route("/enquiries", get(records::enquiries))
-        .route("/deals", get(records::deals))
-        .route("/tasks", get(records::tasks))
+        .route("/contacts", get(contacts::list).post(contacts::create))
+        .route("/contacts/new", get(contacts::new_page))
+        .route("/contacts/export", get(contacts::export))
+        .route("/contacts/bulk", post(contacts::bulk))
+        .route("/contacts/{id}", get(contacts::view))
+        .route("/contacts/{id}/edit", get(contacts::edit_page).post(contacts::save))
+        .route("/contacts/{id}/delete", get(contacts::confirm_delete).post(contacts::delete))
+        .route(
+            "/contacts/import",
+            get(import::contacts_page).post(import::upload_contacts).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route("/contacts/import/sample.csv", get(import::sample_contacts))
+        .route("/contacts/import/{id}", get(import::contacts_job).post(import::start_contacts))
+        .route(
+            "/leads/import",
+            get(import::leads_page).post(import::upload_leads).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route("/leads/import/{id}", get(import::leads_job).post(import::start_leads))
+        .merge(pipeline_routes())
         .route("/settings", get(|| async { axum::response::Redirect::to("/settings/webhooks") }))
         .route("/settings/webhooks", get(webhooks::page).post(webhooks::save))
         .route("/settings/webhooks/test", post(webhooks::test))
@@ -60,6 +77,31 @@ pub fn router() -> Router<WebState> {
         .route("/account/password", post(users::change_password))
         .route("/account/tokens", post(users::create_token))
         .route("/account/tokens/{id}/delete", post(users::delete_token))
+}
+
+/// The largest CSV upload's body: the file's own limit and room for the form around it.
+const UPLOAD_LIMIT: usize = crate::import::csv_file::MAX_BYTES + 64 * 1024;
+
+/// Leads, enquiries, tasks and the deals board.
+fn pipeline_routes() -> Router<WebState> {
+    use pipeline::{deals, enquiries, leads, tasks};
+    Router::new()
+        .route("/leads", get(leads::list).post(leads::create))
+        .route("/leads/new", get(leads::new_page))
+        .route("/leads/{id}", get(leads::page).post(leads::save))
+        .route("/leads/{id}/delete", post(leads::delete))
+        .route("/enquiries", get(enquiries::list))
+        .route("/enquiries/{id}/make-lead", post(enquiries::make_lead))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/new", get(tasks::new_page))
+        .route("/tasks/{id}", get(tasks::page).post(tasks::save))
+        .route("/tasks/{id}/complete", post(tasks::complete))
+        .route("/tasks/{id}/delete", post(tasks::delete))
+        .route("/deals", get(deals::list).post(deals::create))
+        .route("/deals/new", get(deals::new_page))
+        .route("/deals/{id}", get(deals::page).post(deals::save))
+        .route("/deals/{id}/stage", post(deals::move_stage))
+        .route("/deals/{id}/delete", post(deals::delete))
 }
 
 /// Each endpoint's counts for the last 24 hours, by endpoint id.
@@ -101,6 +143,17 @@ fn current(on: bool) -> Option<&'static str> {
 
 /// The page shell: head, menu, and the page's content in `<main>`.
 pub fn shell(title: &str, visitor: Option<&Visitor>, section: Section, content: Markup) -> Markup {
+    shell_with_head(title, visitor, section, html! {}, content)
+}
+
+/// [`shell`] with more in `<head>` (a progress page's `<noscript>` refresh).
+pub fn shell_with_head(
+    title: &str,
+    visitor: Option<&Visitor>,
+    section: Section,
+    head: Markup,
+    content: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -110,6 +163,7 @@ pub fn shell(title: &str, visitor: Option<&Visitor>, section: Section, content: 
                 title { (title) " · estate-crm" }
                 link rel="stylesheet" href=(assets::stylesheet());
                 script src=(assets::script()) defer {}
+                (head)
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -120,7 +174,7 @@ pub fn shell(title: &str, visitor: Option<&Visitor>, section: Section, content: 
                             ul {
                                 li { a href="/" aria-current=[current(section == Section::Dashboard)] { "Dashboard" } }
                                 @for kind in RecordKind::ALL {
-                                    li { a href=(format!("/{}", kind.plural())) aria-current=[current(section == Section::Records(kind))] { (records::title(kind)) } }
+                                    li { a href=(format!("/{}", kind.plural())) aria-current=[current(section == Section::Records(kind))] { (menu_title(kind)) } }
                                 }
                                 @if visitor.is_admin() {
                                     li { a href="/settings/webhooks" aria-current=[current(matches!(section, Section::Settings(_)))] { "Settings" } }
@@ -330,6 +384,17 @@ pub fn now_ms() -> i64 {
 
 /// The JSON object a form becomes before the shared validation reads it.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// A record kind's name in the menu and as its list's title.
+pub fn menu_title(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Contact => "Contacts",
+        RecordKind::Lead => "Leads",
+        RecordKind::Enquiry => "Enquiries",
+        RecordKind::Deal => "Deals",
+        RecordKind::Task => "Tasks",
+    }
+}
 
 #[cfg(test)]
 mod tests {
