@@ -2,19 +2,17 @@
 //! (however written), filters, an agent's own contacts only, the index following updates, deletes
 //! and bulk creates; a contact's records; and a record's webhook timeline per endpoint.
 
+mod support;
+
 use bytes::Bytes;
 use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
 use estate_crm_domain::{EventName, RecordKind};
 use estate_crm_store::{
     Actor, BulkOp, ContactQuery, DeliveryStatus, EndpointSource, EndpointSpec, NextStep, Outcome, PageRequest, Role,
-    SqliteConfig, SqliteStore, Store,
+    Store,
 };
 use serde_json::json;
-
-fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&SqliteConfig { data_dir: dir.path().to_owned(), site_url: "http://127.0.0.1:8080".into() })
-        .unwrap()
-}
+use support::stores::TestStore;
 
 fn admin() -> Actor {
     Actor { user_id: "usr_admin".into(), role: Role::Admin }
@@ -32,12 +30,12 @@ fn search(text: &str) -> ContactQuery {
     ContactQuery { search: Some(text.into()), ..Default::default() }
 }
 
-async fn names(store: &SqliteStore, actor: &Actor, query: ContactQuery) -> Vec<String> {
+async fn names(store: &dyn Store, actor: &Actor, query: ContactQuery) -> Vec<String> {
     let found = store.search_contacts(actor, query, page(100)).await.unwrap();
     found.items.iter().map(|r| r.get_str("first_name").unwrap_or("").to_owned()).collect()
 }
 
-async fn seed(store: &SqliteStore) {
+async fn seed(store: &dyn Store) {
     let rows = [
         json!({"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+44 (20) 7946-0001",
                "status": "VIP", "tags": ["Buyer", "cash"], "lifecycle_stage": "Customer"}),
@@ -55,59 +53,50 @@ async fn seed(store: &SqliteStore) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn search_finds_names_emails_and_phones_however_they_were_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    seed(&store).await;
+async fn search_finds_names_emails_and_phones_however_they_were_written(store: TestStore) {
+    seed(&*store).await;
     let admin = admin();
-    assert_eq!(names(&store, &admin, search("love")).await, ["Ada"]);
-    assert_eq!(names(&store, &admin, search("ADA lovelace")).await, ["Ada"], "every word, any case");
-    assert_eq!(names(&store, &admin, search("navy.example")).await, ["Grace"]);
-    assert_eq!(names(&store, &admin, search("5551234567")).await, ["Grace"], "a phone's digits alone");
-    assert_eq!(names(&store, &admin, search("7946-0001")).await, ["Ada"], "a phone as written");
-    assert_eq!(names(&store, &admin, search("al")).await, ["Alan"], "a short word is looked for too");
-    assert_eq!(names(&store, &admin, search("@example")).await, ["Alan", "Ada"], "newest first");
-    assert!(names(&store, &admin, search("nobody")).await.is_empty());
-    assert_eq!(names(&store, &admin, search("50%_")).await, Vec::<String>::new(), "wildcards are plain text");
+    assert_eq!(names(&*store, &admin, search("love")).await, ["Ada"]);
+    assert_eq!(names(&*store, &admin, search("ADA lovelace")).await, ["Ada"], "every word, any case");
+    assert_eq!(names(&*store, &admin, search("navy.example")).await, ["Grace"]);
+    assert_eq!(names(&*store, &admin, search("5551234567")).await, ["Grace"], "a phone's digits alone");
+    assert_eq!(names(&*store, &admin, search("7946-0001")).await, ["Ada"], "a phone as written");
+    assert_eq!(names(&*store, &admin, search("al")).await, ["Alan"], "a short word is looked for too");
+    assert_eq!(names(&*store, &admin, search("@example")).await, ["Alan", "Ada"], "newest first");
+    assert!(names(&*store, &admin, search("nobody")).await.is_empty());
+    assert_eq!(names(&*store, &admin, search("50%_")).await, Vec::<String>::new(), "wildcards are plain text");
 }
 
-#[tokio::test]
-async fn filters_combine_and_an_agent_sees_only_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    seed(&store).await;
+async fn filters_combine_and_an_agent_sees_only_their_own(store: TestStore) {
+    seed(&*store).await;
     let admin = admin();
     let status = |s: &str| ContactQuery { status: Some(s.into()), ..Default::default() };
     // A new contact's status is Active unless it says otherwise.
-    assert_eq!(names(&store, &admin, status("Active")).await, ["Own", "Alan", "Grace"]);
+    assert_eq!(names(&*store, &admin, status("Active")).await, ["Own", "Alan", "Grace"]);
     let tag = ContactQuery { tag: Some("buyer".into()), ..Default::default() };
-    assert_eq!(names(&store, &admin, tag).await, ["Ada"], "a tag in any case");
+    assert_eq!(names(&*store, &admin, tag).await, ["Ada"], "a tag in any case");
     let stage = ContactQuery { lifecycle_stage: Some("LEAD".into()), ..Default::default() };
-    assert_eq!(names(&store, &admin, stage).await, ["Alan"]);
+    assert_eq!(names(&*store, &admin, stage).await, ["Alan"]);
     let assigned = ContactQuery { agent: Some("usr_agent".into()), ..Default::default() };
-    assert_eq!(names(&store, &admin, assigned).await, ["Grace"]);
+    assert_eq!(names(&*store, &admin, assigned).await, ["Grace"]);
     let both = ContactQuery { search: Some("an".into()), status: Some("Active".into()), ..Default::default() };
-    assert_eq!(names(&store, &admin, both).await, ["Alan"]);
+    assert_eq!(names(&*store, &admin, both).await, ["Alan"]);
 
     let agent = agent("usr_agent");
-    assert_eq!(names(&store, &agent, ContactQuery::default()).await, ["Own", "Grace"], "created or assigned");
-    assert_eq!(names(&store, &agent, search("example")).await, ["Own", "Grace"]);
-    assert!(names(&store, &agent, search("lovelace")).await.is_empty(), "not theirs, not found");
+    assert_eq!(names(&*store, &agent, ContactQuery::default()).await, ["Own", "Grace"], "created or assigned");
+    assert_eq!(names(&*store, &agent, search("example")).await, ["Own", "Grace"]);
+    assert!(names(&*store, &agent, search("lovelace")).await.is_empty(), "not theirs, not found");
 }
 
-#[tokio::test]
-async fn the_index_follows_updates_deletes_and_bulk_creates_and_pages_by_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    seed(&store).await;
+async fn the_index_follows_updates_deletes_and_bulk_creates_and_pages_by_cursor(store: TestStore) {
+    seed(&*store).await;
     let admin = admin();
     let ada = store.search_contacts(&admin, search("lovelace"), page(1)).await.unwrap().items.remove(0);
     store.update_record(&admin, RecordKind::Contact, &ada.id, json!({"last_name": "Byron"})).await.unwrap();
-    assert!(names(&store, &admin, search("lovelace")).await.is_empty());
-    assert_eq!(names(&store, &admin, search("byron")).await, ["Ada"]);
+    assert!(names(&*store, &admin, search("lovelace")).await.is_empty());
+    assert_eq!(names(&*store, &admin, search("byron")).await, ["Ada"]);
     store.delete_record(&admin, RecordKind::Contact, &ada.id).await.unwrap();
-    assert!(names(&store, &admin, search("byron")).await.is_empty());
+    assert!(names(&*store, &admin, search("byron")).await.is_empty());
 
     let rows =
         (0..30).map(|n| json!({"first_name": format!("Bulk{n}"), "email": format!("b{n}@bulk.example")})).collect();
@@ -127,10 +116,7 @@ async fn the_index_follows_updates_deletes_and_bulk_creates_and_pages_by_cursor(
     assert_eq!(seen.first().map(String::as_str), Some("Bulk29"));
 }
 
-#[tokio::test]
-async fn a_contact_lists_its_records_of_each_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn a_contact_lists_its_records_of_each_kind(store: TestStore) {
     let admin = admin();
     let contact = store.create_record(&admin, RecordKind::Contact, json!({"first_name": "Ada"})).await.unwrap();
     let other = store.create_record(&admin, RecordKind::Contact, json!({"first_name": "Bob"})).await.unwrap();
@@ -162,10 +148,7 @@ fn endpoint(events: EventFilter) -> EndpointSpec {
     }
 }
 
-#[tokio::test]
-async fn a_timeline_shows_each_event_owed_then_delivered_per_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+async fn a_timeline_shows_each_event_owed_then_delivered_per_endpoint(store: TestStore) {
     let admin = admin();
     let all = store.create_endpoint(endpoint(EventFilter::All)).await.unwrap();
     let deals_only = store.create_endpoint(endpoint(EventFilter::Only(vec![EventName::DealWon]))).await.unwrap();
@@ -211,3 +194,11 @@ async fn a_timeline_shows_each_event_owed_then_delivered_per_endpoint() {
     let stranger = store.record_timeline(&agent("usr_x"), RecordKind::Contact, &contact.id, 10).await;
     assert!(stranger.is_err(), "an agent sees only the timeline of their own records");
 }
+
+both_stores!(
+    search_finds_names_emails_and_phones_however_they_were_written,
+    filters_combine_and_an_agent_sees_only_their_own,
+    the_index_follows_updates_deletes_and_bulk_creates_and_pages_by_cursor,
+    a_contact_lists_its_records_of_each_kind,
+    a_timeline_shows_each_event_owed_then_delivered_per_endpoint
+);
