@@ -51,9 +51,19 @@ impl Checkpointer {
 
 fn run(conn: &Connection, hints: &Receiver<()>) {
     while hints.recv().is_ok() {
+        let started = std::time::Instant::now();
         // PASSIVE copies what no reader still needs and gives up on the rest until next time.
-        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %err, "a checkpoint failed; the next commit asks again");
+        let frames = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
+        match frames {
+            Ok((in_log, copied)) => tracing::debug!(
+                target: super::writer::TIMING,
+                took_us = super::writer::micros(started.elapsed()),
+                in_log,
+                copied,
+                "checkpoint"
+            ),
+            Err(err) => tracing::warn!(error = %err, "a checkpoint failed; the next commit asks again"),
         }
         std::thread::sleep(PAUSE);
     }

@@ -10,8 +10,14 @@
 //! about to change into a sub-journal, and each statement that may fail halfway ends by cutting that
 //! journal back, walking it from its start. The outcome recorder's commits of 2,048 upserts spent a
 //! fifth of the writer's time there, and a bulk import copied every page it wrote.
+//!
+//! Each group commit logs its timings at debug level under the target `estate_crm::timing`
+//! (`RUST_LOG=info,estate_crm::timing=debug`): how long its oldest job waited in the queue, how
+//! long the jobs ran, and how long the commit (the log's write and fsync) took. That is how a slow
+//! create is traced to the step that held it (docs/PERFORMANCE.md).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use estate_crm_domain::webhook::EventFilter;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -25,8 +31,17 @@ const MAX_BATCH: usize = 512;
 /// How many requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
 
+/// The log target of the hand-off timings.
+pub(crate) const TIMING: &str = "estate_crm::timing";
+
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>, Undo) -> (Reply, JobEnd) + Send>;
+type Work = Box<dyn FnOnce(&mut WriteCtx<'_>, Undo) -> (Reply, JobEnd) + Send>;
+
+/// A request's work and when it was queued.
+struct Job {
+    work: Work,
+    queued: Instant,
+}
 
 /// How a job's work is undone if it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +108,7 @@ impl Writer {
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>, undo| {
+        let work: Work = Box::new(move |ctx: &mut WriteCtx<'_>, undo| {
             let result = run_job(ctx, undo, work);
             let end = if result.is_err() && undo == Undo::Transaction { JobEnd::RollBack } else { JobEnd::Continue };
             let reply: Reply = Box::new(move |committed: Result<(), &StoreError>| {
@@ -105,6 +120,7 @@ impl Writer {
             });
             (reply, end)
         });
+        let job = Job { work, queued: Instant::now() };
         self.queue.send(job).await.map_err(|_| StoreError::internal("writing", "the writer has stopped"))?;
         answered.await.map_err(|_| StoreError::internal("writing", "the writer stopped before answering"))?
     }
@@ -156,15 +172,31 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
+        let waited = batch.iter().map(|job| started.saturating_duration_since(job.queued)).max().unwrap_or_default();
+        let jobs_in_batch = batch.len();
         let mut changes = Changes::default();
-        let committed = commit_batch(&mut conn, &mut state, &mut batch, &mut changes);
+        let mut commit_took = Duration::ZERO;
+        let committed = commit_batch(&mut conn, &mut state, &mut batch, &mut changes, &mut commit_took);
         if committed.is_ok() {
             feed.publish(changes);
             checkpointer.hint();
         } else {
             state.routes = None;
         }
+        tracing::debug!(
+            target: TIMING,
+            jobs = jobs_in_batch,
+            queue_wait_us = micros(waited),
+            run_us = micros(started.elapsed().saturating_sub(commit_took)),
+            commit_us = micros(commit_took),
+            "group commit"
+        );
     }
+}
+
+pub(crate) fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn commit_batch(
@@ -172,6 +204,7 @@ fn commit_batch(
     state: &mut WriterState,
     batch: &mut Vec<Job>,
     changes: &mut Changes,
+    commit_took: &mut Duration,
 ) -> Result<(), ()> {
     let mut jobs = batch.drain(..).peekable();
     while jobs.peek().is_some() {
@@ -186,7 +219,7 @@ fn commit_batch(
         };
         let mut ctx = WriteCtx { tx: &tx, state: &mut *state, changes: &mut *changes };
         let first = jobs.next().expect("a job is waiting");
-        let (reply, end) = first(&mut ctx, Undo::Transaction);
+        let (reply, end) = (first.work)(&mut ctx, Undo::Transaction);
         if end == JobEnd::RollBack {
             // Nothing else is in the transaction yet: rolling it back undoes exactly this job, which
             // answers its own error. The next job begins a new transaction.
@@ -197,8 +230,10 @@ fn commit_batch(
             continue;
         }
         let mut replies = vec![reply];
-        replies.extend(jobs.by_ref().map(|job| job(&mut ctx, Undo::Savepoint).0));
+        replies.extend(jobs.by_ref().map(|job| (job.work)(&mut ctx, Undo::Savepoint).0));
+        let commit_started = Instant::now();
         let committed = tx.commit().map_err(|err| StoreError::internal("committing", err));
+        *commit_took = commit_started.elapsed();
         if let Err(err) = &committed {
             tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error");
         }
