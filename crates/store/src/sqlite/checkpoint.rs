@@ -89,3 +89,38 @@ fn run(conn: &Connection, hints: &Receiver<()>, restart: &AtomicBool) {
         std::thread::sleep(PAUSE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_log_asks_the_writer_once_per_checkpoint_that_found_it() {
+        let dir = std::env::temp_dir().join(format!("estate-crm-checkpoint-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x BLOB)")
+            .unwrap();
+        let checkpointer = Checkpointer::start(Connection::open(&path).unwrap()).unwrap();
+        checkpointer.hint();
+        // A small log: the checkpointer copies it and asks nothing of the writer.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!checkpointer.log_wants_restart());
+        // Past RESTART_PAGES (4 KiB pages): the next checkpoint asks, once.
+        let page = vec![7u8; 4096];
+        for _ in 0..RESTART_PAGES + 64 {
+            writer.execute("INSERT INTO t VALUES (?1)", [&page]).unwrap();
+        }
+        checkpointer.hint();
+        let asked = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            checkpointer.log_wants_restart()
+        });
+        assert!(asked, "the checkpointer never asked the writer to restart the log");
+        assert!(!checkpointer.log_wants_restart());
+        drop(checkpointer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -216,8 +216,9 @@ fn run(
         let started = Instant::now();
         let waited = batch.iter().map(|job| started.saturating_duration_since(job.queued)).max().unwrap_or_default();
         let jobs_in_batch = batch.len();
-        let must_sync = batch.iter().any(|job| job.durability == Durability::Synced);
-        if let Err(err) = syncing.set(&conn, if must_sync { SyncMode::Full } else { SyncMode::Normal })
+        let wanted = sync_mode_for(batch.iter().map(|job| job.durability));
+        let must_sync = wanted == SyncMode::Full;
+        if let Err(err) = syncing.set(&conn, wanted)
             && must_sync
         {
             // Committing unsynced would answer a 201 that is not durable: the jobs are dropped
@@ -268,6 +269,11 @@ impl SyncMode {
         }
         Ok(())
     }
+}
+
+/// A commit is synced when any of its jobs must be: one fsync covers the whole log up to its end.
+fn sync_mode_for(mut jobs: impl Iterator<Item = Durability>) -> SyncMode {
+    if jobs.any(|durability| durability == Durability::Synced) { SyncMode::Full } else { SyncMode::Normal }
 }
 
 /// Copies what the checkpointer has not yet copied of the log into the database, between two
@@ -328,4 +334,29 @@ fn commit_batch(
         return committed.map_err(|_| ());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_is_synced_when_any_of_its_jobs_must_be() {
+        use Durability::*;
+        assert_eq!(sync_mode_for([Deferred, Deferred].into_iter()), SyncMode::Normal);
+        assert_eq!(sync_mode_for([Deferred, Synced, Deferred].into_iter()), SyncMode::Full);
+        assert_eq!(sync_mode_for([Synced].into_iter()), SyncMode::Full);
+    }
+
+    #[test]
+    fn the_sync_setting_changes_only_between_transactions_and_sticks() {
+        let conn = Connection::open_in_memory().unwrap();
+        let setting = |conn: &Connection| conn.query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0)).unwrap();
+        let mut mode = SyncMode::Full;
+        conn.execute_batch("PRAGMA synchronous = FULL").unwrap();
+        mode.set(&conn, SyncMode::Normal).unwrap();
+        assert_eq!((mode, setting(&conn)), (SyncMode::Normal, 1));
+        mode.set(&conn, SyncMode::Full).unwrap();
+        assert_eq!((mode, setting(&conn)), (SyncMode::Full, 2));
+    }
 }
