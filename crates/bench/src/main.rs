@@ -5,7 +5,9 @@
 //! within one run against one receiver: the real server's end-to-end deliveries per second
 //! over what a bare hyper client gets from the same receiver. Around it the run measures the
 //! API's create rates, delivery latency, isolation from a dead endpoint, draining a large
-//! backlog, the server's memory, and the web app's pages over a large delivery log. `docs/PERFORMANCE.md` says how each figure is taken.
+//! backlog, the server's memory, the web app's pages over a large delivery log, the disk's fsync,
+//! the latency tail at a steady rate, fan-out from single creates and the ratio on one core.
+//! `docs/PERFORMANCE.md` says how each figure is taken.
 //!
 //! Central pieces: [`receiver::Receiver`] (the fast receiver every figure meets),
 //! [`server::Server`] (the real `estate-crm` process, fresh data each time) and one module per
@@ -45,11 +47,15 @@ struct Args {
     /// profile and uses the one beside its own executable.
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
-    /// Runs only this part (1 to 8; repeat the flag for several), to measure one change quickly.
+    /// Runs only this part (1 to 12; repeat the flag for several), to measure one change quickly.
     /// Parts 3 to 5 start their server with the four endpoints as usual, without part 2's load.
     /// Figures of parts left out are null.
-    #[arg(long = "part", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long = "part", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=12))]
     parts: Vec<u8>,
+    /// How many times part 10 runs its 1,000/s phase (5 in a full run, 2 with --quick), to
+    /// report how far its p99 moves from run to run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    repeat_paced: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -65,7 +71,10 @@ fn main() -> ExitCode {
 /// Exit status 0 when every part ran, whether or not its target was met (targets are reported,
 /// not asserted); 1 when a part could not run; 2 when the bench itself could not start.
 fn run(args: Args) -> Result<ExitCode> {
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
+    if let Some(runs) = args.repeat_paced {
+        plan.paced_runs = usize::from(runs);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(parts::run_all(&plan, args.server_bin, parts::Selection::new(&args.parts)))?;
     // Tasks still parked on a dead endpoint's connections are not worth waiting for.

@@ -33,6 +33,15 @@ pub struct Plan {
     pub ui_requests: usize,
     /// Part 8: requests of the endpoints page timed with its shared counts expired.
     pub ui_cold_requests: usize,
+    /// Part 9: small writes, each fsynced, timed in the data directory's filesystem.
+    pub fsync_probes: usize,
+    /// Part 10: how long each paced phase (200/s, then 1,000/s) lasts, and how many times the
+    /// 1,000/s phase runs, to see how much its tail moves from run to run.
+    pub paced_window: Duration,
+    pub paced_runs: usize,
+    /// Part 11: single creates with five endpoints subscribed, and how many are sent at once.
+    pub fanout_creates: u64,
+    pub fanout_concurrency: usize,
     /// The most rows in one bulk request (the API's own limit).
     pub bulk_batch_rows: u64,
     /// How long the receiver may take to get every expected delivery, in parts 2 to 5.
@@ -63,6 +72,11 @@ impl Plan {
             ui_warmup: 20,
             ui_requests: 200,
             ui_cold_requests: 10,
+            fsync_probes: 1_000,
+            paced_window: Duration::from_secs(10),
+            paced_runs: 5,
+            fanout_creates: 5_000,
+            fanout_concurrency: 16,
             bulk_batch_rows: 10_000,
             delivery_deadline: Duration::from_secs(180),
             drain_deadline: Duration::from_secs(300),
@@ -85,6 +99,10 @@ impl Plan {
             ui_warmup: 3,
             ui_requests: 20,
             ui_cold_requests: 2,
+            fsync_probes: 200,
+            paced_window: Duration::from_secs(1),
+            paced_runs: 2,
+            fanout_creates: 500,
             delivery_deadline: Duration::from_secs(15),
             drain_deadline: Duration::from_secs(15),
             backlog_create_deadline: Duration::from_secs(15),

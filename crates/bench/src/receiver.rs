@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How many endpoints one receiver tells apart; `/hook/N` with N outside this lands in no slot.
-pub const SLOTS: usize = 8;
+pub const SLOTS: usize = 16;
 
 /// The largest webhook body read; the server's are about 500 bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -291,7 +291,8 @@ mod tests {
     fn paths_name_slots() {
         check_slot("/hook/0", Some(0));
         check_slot("/hook/7", Some(7));
-        check_slot("/hook/8", None);
+        check_slot("/hook/15", Some(15));
+        check_slot("/hook/16", None);
         check_slot("/hook/", None);
         check_slot("/hook/1/x", None);
         check_slot("/other/1", None);

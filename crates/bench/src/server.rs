@@ -221,7 +221,13 @@ impl ScratchDir {
 }
 
 impl Drop for ScratchDir {
+    /// Removes the directory, unless `ESTATE_CRM_BENCH_KEEP` is set: then it is kept, and named,
+    /// so that the server's log (with `RUST_LOG` passed through) can be read after the run.
     fn drop(&mut self) {
+        if std::env::var_os("ESTATE_CRM_BENCH_KEEP").is_some() {
+            eprintln!("note: kept {}", self.path.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt as _;
 use estate_crm_store::{PgConfig, PgStore, SchemaVersions, SqliteConfig, SqliteStore, Store};
 use estate_crm_web::{WebConfig, WebState};
 use estate_crm_webhooks::hubspot::{HubspotHandle, HubspotSync};
@@ -119,7 +120,14 @@ impl Application {
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
         let router = routes::router(self.state, estate_crm_web::router(self.web));
-        let served = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        // Answers are small and go out in one write; without this, one written in two could wait for
+        // the client's delayed acknowledgement (40 ms) before its second part is sent.
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+            }
+        });
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use estate_crm_domain::webhook::RetrySchedule;
 use estate_crm_store::{DueDelivery, Endpoint, NextStep, Outcome, PageRequest, Store};
@@ -38,6 +38,13 @@ const CLAIM_BATCH: usize = 256;
 const OUTCOME_QUEUE: usize = 8192;
 /// How many outcomes one commit records at most.
 const RECORD_BATCH: usize = 2048;
+/// A commit of fewer outcomes than this first waits [`RECORD_GATHER`] for more. With single creates
+/// each attempt ended alone, and the recorder made a writer transaction of each: five endpoints
+/// made five transactions per create, each queued in front of the next create.
+const RECORD_GATHER_BELOW: usize = 256;
+/// How long a small batch of outcomes waits for more. Nothing waits on it but the delivery's row:
+/// the receiver has its webhook already.
+const RECORD_GATHER: Duration = Duration::from_millis(2);
 /// How long to wait before reading again after the database failed.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// After this many attempts in a row that reached no receiver (refused, reset, timed out), the
@@ -51,6 +58,14 @@ const PROBE_MAX: Duration = Duration::from_secs(10);
 /// 10,000 rows takes about a tenth of a second here; waiting longer than this keeps deliveries
 /// moving (a batch per wait) under imports that follow each other without a break.
 const IMPORT_YIELD: Duration = Duration::from_millis(250);
+
+/// The log target of the hand-off timings (`RUST_LOG=info,estate_crm::timing=debug`), shared with
+/// the store's writer: a slow delivery is traced to the step that held it.
+const TIMING: &str = "estate_crm::timing";
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
 
 /// How the dispatcher behaves.
 #[derive(Debug, Clone)]
@@ -323,8 +338,18 @@ impl LaneWorker {
             }
             let now = now_ms();
             self.signal.begin_read();
+            let read_started = Instant::now();
             let due = match self.shared.store.due_deliveries(&endpoint_id, cursor, now, batch).await {
-                Ok(due) => due,
+                Ok(due) => {
+                    tracing::debug!(
+                        target: TIMING,
+                        endpoint = %endpoint_id,
+                        due = due.len(),
+                        read_us = micros(read_started.elapsed()),
+                        "lane read"
+                    );
+                    due
+                }
                 Err(err) => {
                     tracing::error!(endpoint = %endpoint_id, error = %err, "could not read due deliveries");
                     self.pause(ERROR_PAUSE).await;
@@ -568,12 +593,16 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
     while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         // The writer serves an import first; these outcomes wait a little and go in one commit.
         store.imports().wait_idle(IMPORT_YIELD).await;
+        if batch.len() < RECORD_GATHER_BELOW {
+            tokio::time::sleep(RECORD_GATHER).await;
+        }
         while batch.len() < RECORD_BATCH
             && let Ok(recorded) = queue.try_recv()
         {
             batch.push(recorded);
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
+        let record_started = Instant::now();
         let mut tries = 0;
         while let Err(err) = store.record_outcomes(outcomes.clone()).await {
             tries += 1;
@@ -586,6 +615,12 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
             }
             tokio::time::sleep(Duration::from_millis(200 * tries)).await;
         }
+        tracing::debug!(
+            target: TIMING,
+            outcomes = outcomes.len(),
+            record_us = micros(record_started.elapsed()),
+            "outcomes recorded"
+        );
         for recorded in batch.drain(..) {
             recorded.signal.release(recorded.outcome.delivery_seq, &recorded.outcome.next);
         }

@@ -1,16 +1,23 @@
-//! The eight parts of a run, in the issues' order, and what they share.
+//! The twelve parts of a run, in the issues' order, and what they share.
 //!
 //! Parts 2 to 5 run against one server, started once with four endpoints on the receiver, as a
 //! user's server would be: every create in them queues four deliveries. Part 6 starts a server
 //! of its own, so that its million rows weigh on no other figure, and so does part 8 (the web app's
-//! pages over a million deliveries), which runs before part 7 so that its server's memory counts. A part that fails is reported
-//! and the run goes on with the next one that can still run.
+//! pages over a million deliveries), which runs before part 7 so that its server's memory counts.
+//! Part 9 (the disk's fsync) runs first; parts 10 (paced creates, one endpoint) and 11 (fan-out of
+//! single creates to five endpoints) start servers of their own after part 5; part 12 runs parts 1
+//! and 2 again pinned to one core, last. A part that fails is reported and the run goes on with
+//! the next one that can still run.
 
 mod api_rates;
 mod backlog;
+mod fanout;
+mod fsync;
 mod isolation;
 mod latency;
+mod one_core;
 mod paced;
+mod paced_posts;
 mod raw_limit;
 mod ui_pages;
 
@@ -109,8 +116,20 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
     note_busy_machine(&notes);
     let receiver = Receiver::start(loopback(0)).await?;
 
+    if selection.has(9) {
+        progress(&format!("9/12 fsync: {} small writes, each synced, in the temp directory", plan.fsync_probes));
+        if let Some(fsync) = outcome.keep("9 (fsync)", fsync::measure(plan.fsync_probes).await) {
+            outcome.figures.fsync_p50_ms = Some(fsync.p50_ms);
+            outcome.figures.fsync_p99_ms = Some(fsync.p99_ms);
+            outcome.figures.fsync_max_ms = Some(fsync.max_ms);
+        }
+    }
+
     if selection.has(1) {
-        progress(&format!("1/8 raw limit: a bare client, {} connections, {:?}", plan.raw_connections, plan.raw_window));
+        progress(&format!(
+            "1/12 raw limit: a bare client, {} connections, {:?}",
+            plan.raw_connections, plan.raw_window
+        ));
         let raw = raw_limit::measure(plan, &receiver).await;
         outcome.figures.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
     }
@@ -118,7 +137,7 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
     let binary = match server::binary(server_bin) {
         Ok(binary) => binary,
         Err(err) => {
-            outcome.fail("2-7 (no server to measure)", &err);
+            outcome.fail("2-8, 10-12 (no server to measure)", &err);
             return Ok(outcome);
         }
     };
@@ -136,9 +155,38 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
         }
     }
 
+    if selection.has(10) {
+        progress(&format!(
+            "10/12 paced creates, one endpoint: 200/s, then 1,000/s {} times, {:?} each",
+            plan.paced_runs, plan.paced_window
+        ));
+        let posts = paced_posts::measure(plan, &binary, &receiver, &notes, &mut peaks).await;
+        if let Some(posts) = outcome.keep("10 (paced creates)", posts) {
+            outcome.figures.paced200_post_p99_ms = Some(posts.p99_200_ms);
+            outcome.figures.paced1000_post_p99_ms = Some(posts.p99_1000_ms());
+            outcome.figures.paced1000_post_max_ms = Some(posts.max_1000_ms);
+            outcome.figures.paced1000_post_p99_ms_spread = posts.spread();
+            outcome.figures.paced1000_post_p99_ms_runs = posts.p99_1000_runs_ms;
+        }
+    }
+
+    if selection.has(11) {
+        progress(&format!(
+            "11/12 fan-out: {} single creates at concurrency {} x {} endpoints",
+            grouped(plan.fanout_creates),
+            plan.fanout_concurrency,
+            fanout::SLOTS.len()
+        ));
+        let delivered = fanout::measure(plan, &binary, &receiver, &mut peaks).await;
+        let delivered = outcome.keep("11 (fan-out)", delivered);
+        outcome.figures.fanout5_deliveries_per_s = delivered;
+        outcome.figures.fanout5_ratio =
+            delivered.zip(outcome.figures.raw_limit_per_s).map(|(delivered, limit)| delivered / limit);
+    }
+
     if selection.has(6) {
         progress(&format!(
-            "6/8 backlog: {} deliveries pending to a down endpoint, then up",
+            "6/12 backlog: {} deliveries pending to a down endpoint, then up",
             grouped(plan.backlog_deliveries)
         ));
         let backlog = backlog::measure(plan, &binary, &notes, &mut peaks).await;
@@ -151,7 +199,7 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(8) {
         progress(&format!(
-            "8/8 web pages: the delivery log, the endpoints page and the contacts over {} deliveries",
+            "8/12 web pages: the delivery log, the endpoints page and the contacts over {} deliveries",
             grouped(plan.ui_deliveries)
         ));
         let pages = ui_pages::measure(plan, &binary, &receiver, &mut peaks).await;
@@ -178,6 +226,11 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
             outcome.fail("7 (server memory)", &anyhow!("no server ran long enough to be sampled"));
         }
     }
+    if selection.has(12) {
+        progress("12/12 one core: parts 1 and 2 again under `taskset -c 0`");
+        let pinned = one_core::measure(plan, &binary).await;
+        outcome.figures.one_core_ratio_to_limit = outcome.keep("12 (one core)", pinned);
+    }
     outcome.notes = notes.take();
     Ok(outcome)
 }
@@ -192,7 +245,7 @@ async fn run_session_parts(
 ) {
     if selection.has(2) {
         progress(&format!(
-            "2/8 deliveries: {} contacts x {} endpoints",
+            "2/12 deliveries: {} contacts x {} endpoints",
             grouped(plan.throughput_contacts),
             HEALTHY.len()
         ));
@@ -205,7 +258,7 @@ async fn run_session_parts(
 
     if selection.has(3) {
         progress(&format!(
-            "3/8 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
+            "3/12 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
             plan.single_concurrency,
             plan.single_window,
             grouped(plan.bulk_rows)
@@ -217,7 +270,7 @@ async fn run_session_parts(
     }
 
     if selection.has(4) {
-        progress(&format!("4/8 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
+        progress(&format!("4/12 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
         if let Some(latency) = outcome.keep("4 (latency)", latency::measure(plan, session, notes).await) {
             outcome.figures.latency_p50_ms = Some(latency.p50_ms);
             outcome.figures.latency_p99_ms = Some(latency.p99_ms);
@@ -226,7 +279,7 @@ async fn run_session_parts(
 
     if selection.has(5) {
         progress(&format!(
-            "5/8 isolation: {} contacts without, then with, an endpoint that never answers",
+            "5/12 isolation: {} contacts without, then with, an endpoint that never answers",
             grouped(plan.isolation_contacts)
         ));
         let isolation = isolation::measure(plan, session, notes).await;

@@ -387,7 +387,11 @@ impl Store for SqliteStore {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
-        self.inner.writer.run(move |ctx| webhooks::record_outcomes(ctx, &outcomes)).await
+        // Outcomes need no sync of their own: one lost in a crash is attempted again (writer.rs).
+        self.inner
+            .writer
+            .run_with(writer::Durability::Deferred, move |ctx| webhooks::record_outcomes(ctx, &outcomes))
+            .await
     }
 
     async fn pending_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

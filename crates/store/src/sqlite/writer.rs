@@ -10,8 +10,30 @@
 //! about to change into a sub-journal, and each statement that may fail halfway ends by cutting that
 //! journal back, walking it from its start. The outcome recorder's commits of 2,048 upserts spent a
 //! fifth of the writer's time there, and a bulk import copied every page it wrote.
+//!
+//! Not every commit needs its own fsync. A 201 does: a commit that carries any request's change is
+//! synced before anyone is answered. The outcome recorder's commits ([`Durability::Deferred`]) are
+//! not: their rows are made durable by the next synced commit or checkpoint (the log is one file,
+//! synced up to its end), and a crash before that only sends those deliveries again, with the same
+//! `webhook-id`, as any crash during an attempt would. At 1,000 creates a second with one endpoint
+//! the recorder committed as often as the API did, so half the writer's fsyncs, and the wait of a
+//! create queued behind them, were for rows that need none.
+//!
+//! The write-ahead log is started again from its beginning only when a writer finds every frame
+//! in it copied to the database. The checkpointer copies on its own thread, but under a steady
+//! stream of commits there is always a newer frame by the time the writer begins, so the log grew
+//! until the 64 MiB limit, and then the writer copied it in one commit (tens of ms). When the
+//! checkpointer finds the log past [`super::checkpoint::RESTART_PAGES`] it asks the writer to finish
+//! the copy itself between two transactions (a few frames and one sync of the database file), so the
+//! next commit starts the log again at its beginning.
+//!
+//! Each group commit logs its timings at debug level under the target `estate_crm::timing`
+//! (`RUST_LOG=info,estate_crm::timing=debug`): how long its oldest job waited in the queue, how
+//! long the jobs ran, and how long the commit (the log's write and fsync) took. That is how a slow
+//! create is traced to the step that held it (docs/PERFORMANCE.md).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use estate_crm_domain::webhook::EventFilter;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -25,8 +47,28 @@ const MAX_BATCH: usize = 512;
 /// How many requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
 
+/// The log target of the hand-off timings.
+pub(crate) const TIMING: &str = "estate_crm::timing";
+
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>, Undo) -> (Reply, JobEnd) + Send>;
+type Work = Box<dyn FnOnce(&mut WriteCtx<'_>, Undo) -> (Reply, JobEnd) + Send>;
+
+/// Whether a commit must be synced before the job is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Synced before the answer: every change a client or person makes.
+    Synced,
+    /// Made durable by the next synced commit or checkpoint: rows whose loss in a crash only
+    /// repeats work (attempt outcomes: the delivery is sent again, with the same id).
+    Deferred,
+}
+
+/// A request's work, how durable its commit must be, and when it was queued.
+struct Job {
+    work: Work,
+    durability: Durability,
+    queued: Instant,
+}
 
 /// How a job's work is undone if it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +134,18 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.run_with(Durability::Synced, work).await
+    }
+
+    /// Runs `work` in the next group commit and answers once that commit is done, synced or not
+    /// as `durability` says (a commit that also carries a synced job is synced).
+    pub async fn run_with<T, F>(&self, durability: Durability, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>, undo| {
+        let work: Work = Box::new(move |ctx: &mut WriteCtx<'_>, undo| {
             let result = run_job(ctx, undo, work);
             let end = if result.is_err() && undo == Undo::Transaction { JobEnd::RollBack } else { JobEnd::Continue };
             let reply: Reply = Box::new(move |committed: Result<(), &StoreError>| {
@@ -105,6 +157,7 @@ impl Writer {
             });
             (reply, end)
         });
+        let job = Job { work, durability, queued: Instant::now() };
         self.queue.send(job).await.map_err(|_| StoreError::internal("writing", "the writer has stopped"))?;
         answered.await.map_err(|_| StoreError::internal("writing", "the writer stopped before answering"))?
     }
@@ -148,7 +201,11 @@ fn run(
     checkpointer: &Checkpointer,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut syncing = SyncMode::Full;
     while let Some(first) = jobs.blocking_recv() {
+        if checkpointer.log_wants_restart() {
+            finish_checkpoint(&conn);
+        }
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -156,15 +213,81 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
+        let waited = batch.iter().map(|job| started.saturating_duration_since(job.queued)).max().unwrap_or_default();
+        let jobs_in_batch = batch.len();
+        let wanted = sync_mode_for(batch.iter().map(|job| job.durability));
+        let must_sync = wanted == SyncMode::Full;
+        if let Err(err) = syncing.set(&conn, wanted)
+            && must_sync
+        {
+            // Committing unsynced would answer a 201 that is not durable: the jobs are dropped
+            // unrun, which answers each caller with an error.
+            tracing::error!(error = %err, "could not make commits synced again; refusing this batch");
+            batch.clear();
+            continue;
+        }
         let mut changes = Changes::default();
-        let committed = commit_batch(&mut conn, &mut state, &mut batch, &mut changes);
+        let mut commit_took = Duration::ZERO;
+        let committed = commit_batch(&mut conn, &mut state, &mut batch, &mut changes, &mut commit_took);
         if committed.is_ok() {
             feed.publish(changes);
             checkpointer.hint();
         } else {
             state.routes = None;
         }
+        tracing::debug!(
+            target: TIMING,
+            jobs = jobs_in_batch,
+            synced = must_sync,
+            queue_wait_us = micros(waited),
+            run_us = micros(started.elapsed().saturating_sub(commit_took)),
+            commit_us = micros(commit_took),
+            "group commit"
+        );
     }
+}
+
+/// The connection's `synchronous` setting, changed only between transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncMode {
+    /// Every commit syncs the log.
+    Full,
+    /// Commits do not sync; the next one that does, or a checkpoint, makes them durable.
+    Normal,
+}
+
+impl SyncMode {
+    /// Changes the setting if it differs; on failure it is left as it was.
+    fn set(&mut self, conn: &Connection, wanted: SyncMode) -> rusqlite::Result<()> {
+        if *self != wanted {
+            conn.execute_batch(match wanted {
+                SyncMode::Full => "PRAGMA synchronous = FULL",
+                SyncMode::Normal => "PRAGMA synchronous = NORMAL",
+            })?;
+            *self = wanted;
+        }
+        Ok(())
+    }
+}
+
+/// A commit is synced when any of its jobs must be: one fsync covers the whole log up to its end.
+fn sync_mode_for(mut jobs: impl Iterator<Item = Durability>) -> SyncMode {
+    if jobs.any(|durability| durability == Durability::Synced) { SyncMode::Full } else { SyncMode::Normal }
+}
+
+/// Copies what the checkpointer has not yet copied of the log into the database, between two
+/// transactions, so that the next commit starts the log again at its beginning.
+fn finish_checkpoint(conn: &Connection) {
+    let started = Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+        Ok(in_log) => tracing::debug!(target: TIMING, took_us = micros(started.elapsed()), in_log, "log restart"),
+        Err(err) => tracing::warn!(error = %err, "finishing a checkpoint failed; the checkpointer asks again"),
+    }
+}
+
+pub(crate) fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn commit_batch(
@@ -172,6 +295,7 @@ fn commit_batch(
     state: &mut WriterState,
     batch: &mut Vec<Job>,
     changes: &mut Changes,
+    commit_took: &mut Duration,
 ) -> Result<(), ()> {
     let mut jobs = batch.drain(..).peekable();
     while jobs.peek().is_some() {
@@ -186,7 +310,7 @@ fn commit_batch(
         };
         let mut ctx = WriteCtx { tx: &tx, state: &mut *state, changes: &mut *changes };
         let first = jobs.next().expect("a job is waiting");
-        let (reply, end) = first(&mut ctx, Undo::Transaction);
+        let (reply, end) = (first.work)(&mut ctx, Undo::Transaction);
         if end == JobEnd::RollBack {
             // Nothing else is in the transaction yet: rolling it back undoes exactly this job, which
             // answers its own error. The next job begins a new transaction.
@@ -197,8 +321,10 @@ fn commit_batch(
             continue;
         }
         let mut replies = vec![reply];
-        replies.extend(jobs.by_ref().map(|job| job(&mut ctx, Undo::Savepoint).0));
+        replies.extend(jobs.by_ref().map(|job| (job.work)(&mut ctx, Undo::Savepoint).0));
+        let commit_started = Instant::now();
         let committed = tx.commit().map_err(|err| StoreError::internal("committing", err));
+        *commit_took = commit_started.elapsed();
         if let Err(err) = &committed {
             tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error");
         }
@@ -208,4 +334,29 @@ fn commit_batch(
         return committed.map_err(|_| ());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_is_synced_when_any_of_its_jobs_must_be() {
+        use Durability::*;
+        assert_eq!(sync_mode_for([Deferred, Deferred].into_iter()), SyncMode::Normal);
+        assert_eq!(sync_mode_for([Deferred, Synced, Deferred].into_iter()), SyncMode::Full);
+        assert_eq!(sync_mode_for([Synced].into_iter()), SyncMode::Full);
+    }
+
+    #[test]
+    fn the_sync_setting_changes_only_between_transactions_and_sticks() {
+        let conn = Connection::open_in_memory().unwrap();
+        let setting = |conn: &Connection| conn.query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0)).unwrap();
+        let mut mode = SyncMode::Full;
+        conn.execute_batch("PRAGMA synchronous = FULL").unwrap();
+        mode.set(&conn, SyncMode::Normal).unwrap();
+        assert_eq!((mode, setting(&conn)), (SyncMode::Normal, 1));
+        mode.set(&conn, SyncMode::Full).unwrap();
+        assert_eq!((mode, setting(&conn)), (SyncMode::Full, 2));
+    }
 }
