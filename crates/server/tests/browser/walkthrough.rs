@@ -157,6 +157,8 @@ async fn a_new_user_imports_the_sample_finds_a_contact_wins_its_deal_and_sees_th
         assert!(row.contains("Duplex on River Way"), "{event} names its deal: {row:?}");
         assert!(links.contains(&format!("/deals/{deal}")), "{event} links to its deal: {links:?}");
     }
+    let deals = browser.text("section[aria-labelledby='h-deals'] ul").await;
+    assert!(deals.contains("Closed Won · USD 790,000"), "the deal's stage and amount as the board shows them: {deals}");
     browser.screenshot("contact-with-deal").await;
     web.browser.close().await;
 }

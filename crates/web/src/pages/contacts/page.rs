@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::form::{self, Mode, Values};
 use super::{actor, display_name};
 use crate::WebState;
+use crate::pages::pipeline::{deals, money};
 use crate::pages::{Flash, Section, csrf_field, error_page, flash, shell, status_badge, time_text, when};
 use crate::session::{ChangeForm, Visitor};
 
@@ -100,6 +101,16 @@ fn facts(record: &Record, users: &[User]) -> Markup {
 }
 
 /// One related record's line: a link to it and a few words about it.
+/// A deal's stage and amount as the board shows them: "Closed Won · USD 790,000".
+fn deal_detail(deal: &Record) -> String {
+    let stage = deal.get_str("stage").map(|stage| deals::stage_label(stage).to_owned());
+    let amount = deal.get("amount").and_then(Value::as_f64).map(|amount| {
+        let currency = deal.get_str("currency").unwrap_or("");
+        format!("{currency} {}", money(amount)).trim_start().to_owned()
+    });
+    [stage, amount].into_iter().flatten().collect::<Vec<_>>().join(" · ")
+}
+
 fn related_line(record: &Record) -> Markup {
     let (href, title, detail) = match record.kind {
         RecordKind::Lead => (
@@ -107,15 +118,9 @@ fn related_line(record: &Record) -> Markup {
             record.get_str("lead_type").unwrap_or("Lead").to_owned(),
             record.get_str("status").unwrap_or("").to_owned(),
         ),
-        RecordKind::Deal => (
-            format!("/deals/{}", record.id),
-            record.get_str("title").unwrap_or("Deal").to_owned(),
-            [record.get_str("stage"), record.get("amount").map(Value::to_string).as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" · "),
-        ),
+        RecordKind::Deal => {
+            (format!("/deals/{}", record.id), record.get_str("title").unwrap_or("Deal").to_owned(), deal_detail(record))
+        }
         RecordKind::Task => (
             "/tasks".to_owned(),
             record.get_str("title").unwrap_or("Task").to_owned(),
