@@ -238,7 +238,7 @@ async fn timeline_events(
         }
     }
     // Newest first; within one second the order each record's own list had is kept.
-    shown.sort_by(|a, b| b.event.at.cmp(&a.event.at));
+    shown.sort_by_key(|shown| std::cmp::Reverse(shown.event.at));
     shown.truncate(TIMELINE_EVENTS);
     Ok(shown)
 }
