@@ -21,7 +21,7 @@ async fn row_ids(web: &Web) -> Vec<String> {
 
 /// Waits for the contact's timeline to show `event` with a delivery in one of `states`; answers
 /// the row's text and links.
-async fn timeline_row(web: &Web, event: &str, states: &[&str]) -> (String, Vec<String>) {
+pub(crate) async fn timeline_row(web: &Web, event: &str, states: &[&str]) -> (String, Vec<String>) {
     let script = "const rows = [...document.querySelectorAll('#timeline tr[data-event]')] \
                   .filter(r => r.dataset.event === arguments[0] && arguments[1].includes(r.dataset.status)); \
                   return rows.length ? [rows[0].innerText, [...rows[0].querySelectorAll('a')].map(a => a.getAttribute('href'))] : null";

@@ -12,14 +12,14 @@ use crate::Web;
 use crate::helpers::{Answer, Receiver};
 
 /// Writes `bytes` to `NAME` in `dir` and answers its path.
-fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+pub(crate) fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, bytes).unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
     path
 }
 
 /// Opens `/{plural}/import`, chooses `file` and presses Upload; waits for `expect`.
-async fn upload(web: &Web, plural: &str, file: &Path, expect: &str) {
+pub(crate) async fn upload(web: &Web, plural: &str, file: &Path, expect: &str) {
     web.browser.visit(&format!("/{plural}/import")).await;
     let input = web.browser.find("[id='f-file']").await;
     input.send_keys(&file.display().to_string()).await.expect("choosing the file");
@@ -28,7 +28,7 @@ async fn upload(web: &Web, plural: &str, file: &Path, expect: &str) {
 
 /// Presses the mapping step's Import button and waits for the summary, which the page shows
 /// without a reload; answers the summary's text.
-async fn import_and_wait(web: &Web, button: &str) -> String {
+pub(crate) async fn import_and_wait(web: &Web, button: &str) -> String {
     let browser = &web.browser;
     let import = browser.button(button).await;
     browser.submit(import, "#import-progress").await;
@@ -60,7 +60,7 @@ async fn refused_rows(web: &Web) -> Vec<(u64, String)> {
 }
 
 /// The value chosen in the mapping select of column `index`.
-async fn chosen(web: &Web, index: usize) -> String {
+pub(crate) async fn chosen(web: &Web, index: usize) -> String {
     let value = web.browser.script(&format!("return document.getElementById('column-{index}').value")).await;
     value.as_str().unwrap_or("").to_owned()
 }

@@ -24,6 +24,7 @@ mod pipeline;
 mod security;
 mod signin;
 mod users;
+mod walkthrough;
 mod webhook_settings;
 
 use bytes::Bytes;

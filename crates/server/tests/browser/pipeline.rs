@@ -29,13 +29,13 @@ fn names(events: &[(String, Value)]) -> Vec<&str> {
 }
 
 /// The stage of the column that holds the deal's card now, if the card is on the board.
-async fn column_of(web: &Web, deal: &str) -> Option<String> {
+pub(crate) async fn column_of(web: &Web, deal: &str) -> Option<String> {
     let script = "const c = document.querySelector(`#board [data-deal-id='${arguments[0]}']`); \
                   return c ? c.closest('section.column').dataset.stage : null";
     web.browser.script_with(script, vec![json!(deal)]).await.as_str().map(str::to_owned)
 }
 
-async fn wait_for_column(web: &Web, deal: &str, stage: &str) {
+pub(crate) async fn wait_for_column(web: &Web, deal: &str, stage: &str) {
     web.browser
         .eventually(&format!("deal {deal} in column {stage}"), || async {
             (column_of(web, deal).await.as_deref() == Some(stage)).then_some(())

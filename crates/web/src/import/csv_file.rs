@@ -305,11 +305,12 @@ fn looks_like_a_header(cells: &[String]) -> bool {
     cells.iter().any(|cell| !cell.is_empty()) && !cells.iter().any(looks_like_data)
 }
 
-/// Undoes the export's formula guard: one leading `'` before `=`, `+`, `-`, `@`, a tab or a CR is
-/// removed, so that a value a spreadsheet would have run comes back exactly as it was.
+/// Undoes the export's formula guard: one leading `'` before `=`, `+`, `-`, `@`, a tab or a CR
+/// (after any further `'`s, which were the value's own) is removed, so that a value a spreadsheet
+/// would have run comes back exactly as it was.
 pub fn unguard(cell: &str) -> String {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest.to_owned(),
+        Some(rest) if rest.trim_start_matches('\'').starts_with(['=', '+', '-', '@', '\t', '\r']) => rest.to_owned(),
         _ => cell.to_owned(),
     }
 }
@@ -377,7 +378,8 @@ mod tests {
     fn the_formula_guard_is_removed_once() {
         assert_eq!(unguard("'=SUM(A1)"), "=SUM(A1)");
         assert_eq!(unguard("'+44 20 7946 0000"), "+44 20 7946 0000");
-        assert_eq!(unguard("''=x"), "''=x", "only a guard before a formula character is removed");
+        assert_eq!(unguard("''=x"), "'=x", "the guard of a value that starts with its own quote");
+        assert_eq!(unguard("'x=y"), "'x=y", "only a guard before a formula character is removed");
         assert_eq!(unguard("'quoted'"), "'quoted'");
         assert_eq!(unguard("-"), "-");
     }

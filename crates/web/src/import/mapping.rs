@@ -28,6 +28,15 @@ impl Target {
         }
     }
 
+    /// What the mapping form shows for it: "First name", "Preferences: min price".
+    pub fn label(self) -> String {
+        match self {
+            Target::Ignore => "— ignore this column —".to_owned(),
+            Target::Field(name) => field_label(name),
+            Target::Preference(name) => format!("Preferences: {}", words(name)),
+        }
+    }
+
     /// The field's rules.
     fn ty(self, kind: ImportKind) -> Option<FieldType> {
         match self {
@@ -37,6 +46,33 @@ impl Target {
                 schema::PREFERENCES.iter().find(|field| field.name == name).map(|field| field.ty)
             }
         }
+    }
+}
+
+/// A field's label: its name in words, with the few whose name says too little spelled out.
+fn field_label(name: &str) -> String {
+    let label = match name {
+        "prefix" => "Title (Mr, Ms, Dr...)",
+        "zipcode" => "ZIP or postcode",
+        "state" => "State or county",
+        "assigned_agent_id" => "Assigned agent (id)",
+        "contact_id" => "Contact (id)",
+        "property_id" => "Property (id)",
+        _ => return capitalised(&words(name)),
+    };
+    label.to_owned()
+}
+
+/// `min_price` as `min price`.
+fn words(name: &str) -> String {
+    name.replace('_', " ")
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -225,6 +261,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn targets_are_shown_by_label_and_sent_by_name() {
+        let first = Target::Field("first_name");
+        assert_eq!((first.label().as_str(), first.name().as_str()), ("First name", "first_name"));
+        let min_price = Target::Preference("min_price");
+        assert_eq!(min_price.label(), "Preferences: min price");
+        assert_eq!(min_price.name(), "preferences.min_price");
+        assert_eq!(Target::Field("assigned_agent_id").label(), "Assigned agent (id)");
+    }
 
     fn headers(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| (*name).to_owned()).collect()

@@ -354,7 +354,7 @@ fn target_select(kind: ImportKind, id: &str, chosen: Target, invalid: bool) -> M
         select #(id) name=(id) aria-invalid=[(invalid && chosen != Target::Ignore).then_some("true")] {
             @for target in mapping::targets(kind) {
                 option value=(target.name()) selected[target == chosen] {
-                    @if target == Target::Ignore { "— ignore this column —" } @else { (target.name()) }
+                    (target.label())
                 }
             }
         }

@@ -62,9 +62,12 @@ fn cell_text(value: Option<&Value>) -> String {
     }
 }
 
-/// A cell a spreadsheet would run as a formula gets a leading `'` (import strips exactly one).
+/// A cell a spreadsheet would run as a formula gets a leading `'` (import strips exactly one). So
+/// does a value that already starts with `'`s before such a character (`'=x`), or import would take
+/// its own `'` for the guard and the round trip would lose it.
 fn guarded(text: String) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text }
+    let after_quotes = text.trim_start_matches('\'');
+    if after_quotes.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text }
 }
 
 fn cell(record: &Record, column: Column) -> String {
@@ -156,6 +159,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::import::csv_file::unguard;
+
+    #[test]
+    fn every_guarded_value_comes_back_exactly_through_imports_unguard() {
+        for value in ["=SUM(A1)", "+44 20", "-0", "@home", "\tx", "'=x", "''+y", "'quoted'", "x=y", "", "'"] {
+            assert_eq!(unguard(&guarded(value.to_owned())), value, "{value:?}");
+        }
+        assert_eq!(guarded("'=x".to_owned()), "''=x", "a value's own quote before a formula is guarded too");
+    }
 
     #[test]
     fn the_header_follows_the_contract() {

@@ -6,13 +6,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use estate_crm_domain::schema::{self, FieldType, PREFERENCES};
 use estate_crm_domain::{FieldErrors, Record, RecordKind};
-use estate_crm_store::{DeliveryStatus, ErrorKind, PageRequest, SyncLogEntry, TimelineDelivery, TimelineEvent, User};
+use estate_crm_store::{
+    Actor, DeliveryStatus, ErrorKind, PageRequest, StoreError, SyncLogEntry, TimelineDelivery, TimelineEvent, User,
+};
 use maud::{Markup, html};
 use serde_json::Value;
 
 use super::form::{self, Mode, Values};
 use super::{actor, display_name};
 use crate::WebState;
+use crate::pages::pipeline::{deals, money};
 use crate::pages::{Flash, Section, csrf_field, error_page, flash, shell, status_badge, time_text, when};
 use crate::session::{ChangeForm, Visitor};
 
@@ -98,6 +101,16 @@ fn facts(record: &Record, users: &[User]) -> Markup {
 }
 
 /// One related record's line: a link to it and a few words about it.
+/// A deal's stage and amount as the board shows them: "Closed Won · USD 790,000".
+fn deal_detail(deal: &Record) -> String {
+    let stage = deal.get_str("stage").map(|stage| deals::stage_label(stage).to_owned());
+    let amount = deal.get("amount").and_then(Value::as_f64).map(|amount| {
+        let currency = deal.get_str("currency").unwrap_or("");
+        format!("{currency} {}", money(amount)).trim_start().to_owned()
+    });
+    [stage, amount].into_iter().flatten().collect::<Vec<_>>().join(" · ")
+}
+
 fn related_line(record: &Record) -> Markup {
     let (href, title, detail) = match record.kind {
         RecordKind::Lead => (
@@ -105,15 +118,9 @@ fn related_line(record: &Record) -> Markup {
             record.get_str("lead_type").unwrap_or("Lead").to_owned(),
             record.get_str("status").unwrap_or("").to_owned(),
         ),
-        RecordKind::Deal => (
-            format!("/deals/{}", record.id),
-            record.get_str("title").unwrap_or("Deal").to_owned(),
-            [record.get_str("stage"), record.get("amount").map(Value::to_string).as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" · "),
-        ),
+        RecordKind::Deal => {
+            (format!("/deals/{}", record.id), record.get_str("title").unwrap_or("Deal").to_owned(), deal_detail(record))
+        }
         RecordKind::Task => (
             "/tasks".to_owned(),
             record.get_str("title").unwrap_or("Task").to_owned(),
@@ -202,21 +209,52 @@ fn delivery_state(delivery: &TimelineDelivery) -> Markup {
     }
 }
 
+/// An event on the contact's timeline: the contact's own, or one of its deals' (named and linked,
+/// since "did the sale reach the accounts tool?" is asked from the client's side too).
+struct ShownEvent {
+    event: TimelineEvent,
+    deal: Option<(String, String)>,
+}
+
+/// The contact's events and its listed deals' events, newest first, at most [`TIMELINE_EVENTS`].
+async fn timeline_events(
+    state: &WebState,
+    actor: &Actor,
+    id: &str,
+    deals: &[Record],
+) -> Result<Vec<ShownEvent>, StoreError> {
+    let store = state.store();
+    let own = store.record_timeline(actor, RecordKind::Contact, id, TIMELINE_EVENTS).await?;
+    let mut shown: Vec<ShownEvent> = own.into_iter().map(|event| ShownEvent { event, deal: None }).collect();
+    for deal in deals {
+        let title = deal.get_str("title").unwrap_or(&deal.id).to_owned();
+        match store.record_timeline(actor, RecordKind::Deal, &deal.id, TIMELINE_EVENTS).await {
+            Ok(events) => shown.extend(
+                events.into_iter().map(|event| ShownEvent { event, deal: Some((deal.id.clone(), title.clone())) }),
+            ),
+            // Deleted or handed to someone else since the list was read: its events are not ours to show.
+            Err(err) if *err.kind() == ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    // Newest first; within one second the order each record's own list had is kept.
+    shown.sort_by_key(|shown| std::cmp::Reverse(shown.event.at));
+    shown.truncate(TIMELINE_EVENTS);
+    Ok(shown)
+}
+
 /// The timeline's rows (also what `?partial=timeline` answers).
-fn timeline_rows(events: &[TimelineEvent], admin: bool) -> Markup {
+fn timeline_rows(events: &[ShownEvent], admin: bool) -> Markup {
     html! {
         @if events.is_empty() {
             tr.empty-row { td colspan="3" { "No event yet." } }
         }
-        @for event in events {
+        @for ShownEvent { event, deal } in events {
             @let rows = event.deliveries.len().max(1);
             @for (n, delivery) in event.deliveries.iter().enumerate() {
                 tr data-event=(event.name.as_str()) data-status=(delivery.status.as_str()) data-delivery-id=(delivery.id) {
                     @if n == 0 {
-                        th scope="rowgroup" rowspan=(rows) {
-                            span.event-name { (event.name.as_str()) } br;
-                            span.sub { (when(event.at.timestamp_millis())) }
-                        }
+                        th scope="rowgroup" rowspan=(rows) { (event_heading(event, deal.as_ref())) }
                     }
                     td.url {
                         @if admin {
@@ -230,14 +268,22 @@ fn timeline_rows(events: &[TimelineEvent], admin: bool) -> Markup {
             }
             @if event.deliveries.is_empty() {
                 tr data-event=(event.name.as_str()) {
-                    th scope="rowgroup" {
-                        span.event-name { (event.name.as_str()) } br;
-                        span.sub { (when(event.at.timestamp_millis())) }
-                    }
+                    th scope="rowgroup" { (event_heading(event, deal.as_ref())) }
                     td colspan="2" { span.sub { "No endpoint took this event." } }
                 }
             }
         }
+    }
+}
+
+/// An event's name, its deal when it is a deal's, and when it happened.
+fn event_heading(event: &TimelineEvent, deal: Option<&(String, String)>) -> Markup {
+    html! {
+        span.event-name { (event.name.as_str()) } br;
+        @if let Some((id, title)) = deal {
+            span.sub { "Deal " a href=(format!("/deals/{id}")) { (title) } } br;
+        }
+        span.sub { (when(event.at.timestamp_millis())) }
     }
 }
 
@@ -273,12 +319,12 @@ fn hubspot_lines(lines: &[SyncLogEntry]) -> Markup {
     }
 }
 
-fn timeline(id: &str, events: &[TimelineEvent], admin: bool) -> Markup {
+fn timeline(id: &str, events: &[ShownEvent], admin: bool) -> Markup {
     html! {
         section aria-labelledby="h-webhooks" {
             h2 #h-webhooks { "Webhooks" }
             p.lead {
-                "Every event this contact fired, newest first, and where each endpoint's webhook stands."
+                "Every event this contact and its deals fired, newest first, and where each endpoint's webhook stands."
                 @if events.len() == TIMELINE_EVENTS { " The newest " (TIMELINE_EVENTS) " events are shown." }
             }
             div.table-wrap {
@@ -303,7 +349,11 @@ pub async fn view(
     let actor = actor(&visitor);
     let store = state.store();
     if query.partial.as_deref() == Some("timeline") {
-        return match store.record_timeline(&actor, RecordKind::Contact, &id, TIMELINE_EVENTS).await {
+        let events = match store.records_of_contact(&actor, RecordKind::Deal, &id, RELATED).await {
+            Ok(deals) => timeline_events(&state, &actor, &id, &deals).await,
+            Err(err) => Err(err),
+        };
+        return match events {
             Ok(events) => timeline_rows(&events, visitor.is_admin()).into_response(),
             Err(err) => error_page::store(&visitor, &err),
         };
@@ -312,12 +362,11 @@ pub async fn view(
         Ok(record) => record,
         Err(response) => return response,
     };
-    let (leads, deals, tasks, enquiries, events, users) = tokio::join!(
+    let (leads, deals, tasks, enquiries, users) = tokio::join!(
         store.records_of_contact(&actor, RecordKind::Lead, &id, RELATED),
         store.records_of_contact(&actor, RecordKind::Deal, &id, RELATED),
         store.records_of_contact(&actor, RecordKind::Task, &id, RELATED),
         store.records_of_contact(&actor, RecordKind::Enquiry, &id, RELATED),
-        store.record_timeline(&actor, RecordKind::Contact, &id, TIMELINE_EVENTS),
         store.list_users(),
     );
     // The sync lines are extra: the page stands without them.
@@ -329,12 +378,15 @@ pub async fn view(
             tracing::warn!(error = %err, "reading a contact's HubSpot sync lines failed");
             Vec::new()
         });
-    let (leads, deals, tasks, enquiries, events, users) = match (leads, deals, tasks, enquiries, events, users) {
-        (Ok(l), Ok(d), Ok(t), Ok(e), Ok(ev), Ok(u)) => (l, d, t, e, ev, u),
-        (Err(err), ..) | (_, Err(err), ..) | (_, _, Err(err), ..) | (_, _, _, Err(err), ..) => {
+    let (leads, deals, tasks, enquiries, users) = match (leads, deals, tasks, enquiries, users) {
+        (Ok(l), Ok(d), Ok(t), Ok(e), Ok(u)) => (l, d, t, e, u),
+        (Err(err), ..) | (_, Err(err), ..) | (_, _, Err(err), ..) | (.., Err(err), _) | (.., Err(err)) => {
             return error_page::store(&visitor, &err);
         }
-        (.., Err(err), _) | (.., Err(err)) => return error_page::store(&visitor, &err),
+    };
+    let events = match timeline_events(&state, &actor, &id, &deals).await {
+        Ok(events) => events,
+        Err(err) => return error_page::store(&visitor, &err),
     };
     let name = display_name(&record);
     let message = query.saved.as_deref().map(|_| Flash::Ok("Saved.".into()));
