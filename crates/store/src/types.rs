@@ -292,6 +292,49 @@ pub struct EndpointPatch {
     pub format: Option<BodyFormat>,
 }
 
+impl EndpointPatch {
+    /// How long a secret replaced by a patch keeps signing beside the new one, so that receivers can
+    /// switch without a gap.
+    pub(crate) const REPLACED_SECRET_SIGNS_MS: i64 = 24 * 3600 * 1000;
+
+    /// The endpoint as this patch leaves it at `now_ms`: the same rules for every store.
+    pub(crate) fn applied_to(self, old: &Endpoint, now_ms: i64) -> Endpoint {
+        let mut new = old.clone();
+        if let Some(url) = self.url {
+            new.url = url;
+        }
+        if let Some(events) = self.events {
+            new.events = events;
+        }
+        if let Some(secret) = self.secret
+            && secret != old.secret
+        {
+            new.previous_secret = old.secret.clone();
+            new.previous_secret_until = old.secret.as_ref().map(|_| now_ms + Self::REPLACED_SECRET_SIGNS_MS);
+            new.secret = secret;
+        }
+        if let Some(active) = self.active {
+            new.active = active;
+            if active {
+                new.disabled_reason = None;
+            }
+        }
+        if let Some(description) = self.description {
+            new.description = description;
+        }
+        if let Some(schedule) = self.retry_schedule {
+            new.retry_schedule = schedule;
+        }
+        if let Some(max) = self.max_in_flight {
+            new.max_in_flight = max;
+        }
+        if let Some(format) = self.format {
+            new.format = format;
+        }
+        new
+    }
+}
+
 /// A secret rotation's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rotation {

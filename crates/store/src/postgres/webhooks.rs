@@ -19,8 +19,6 @@ use crate::{
     EndpointSource, EndpointSpec, NextStep, Outcome, Page, PageRequest, Rotation, StoreError, TestDelivery, ids,
 };
 
-/// How long a replaced secret keeps signing, so receivers can switch without losing deliveries.
-const SECRET_ROTATION_MS: i64 = 24 * 3600 * 1000;
 pub(super) const ENDPOINT_PREFIX: &str = "ep";
 pub(super) const DELIVERY_PREFIX: &str = "msg";
 
@@ -213,39 +211,7 @@ async fn apply_patch(
     patch: EndpointPatch,
 ) -> Result<Endpoint, StoreError> {
     let now = Utc::now().timestamp_millis();
-    let mut new = old.clone();
-    if let Some(url) = patch.url {
-        new.url = url;
-    }
-    if let Some(events) = patch.events {
-        new.events = events;
-    }
-    if let Some(secret) = patch.secret
-        && secret != old.secret
-    {
-        // The replaced secret keeps signing for a day, so receivers can switch without a gap.
-        new.previous_secret = old.secret.clone();
-        new.previous_secret_until = old.secret.as_ref().map(|_| now + SECRET_ROTATION_MS);
-        new.secret = secret;
-    }
-    if let Some(active) = patch.active {
-        new.active = active;
-        if active {
-            new.disabled_reason = None;
-        }
-    }
-    if let Some(description) = patch.description {
-        new.description = description;
-    }
-    if let Some(schedule) = patch.retry_schedule {
-        new.retry_schedule = schedule;
-    }
-    if let Some(max) = patch.max_in_flight {
-        new.max_in_flight = max;
-    }
-    if let Some(format) = patch.format {
-        new.format = format;
-    }
+    let mut new = patch.applied_to(&old, now);
     if new.events != old.events || new.active != old.active {
         let subscription = fanout::subscription(&ctx.client, seq)
             .await?

@@ -116,17 +116,6 @@ pub fn deal_amount(deal: &Record) -> String {
     }
 }
 
-/// A kind's name in the menu and headings.
-pub fn plural_title(kind: RecordKind) -> &'static str {
-    match kind {
-        RecordKind::Contact => "Contacts",
-        RecordKind::Lead => "Leads",
-        RecordKind::Enquiry => "Enquiries",
-        RecordKind::Deal => "Deals",
-        RecordKind::Task => "Tasks",
-    }
-}
-
 /// A path on this site to go back to after a form, or `fallback`: never another site's address.
 pub fn local_path<'a>(path: &'a str, fallback: &'a str) -> &'a str {
     let is_local = path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && !path.contains("://");

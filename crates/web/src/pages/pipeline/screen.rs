@@ -177,7 +177,7 @@ async fn render_page(
     let message = message.or_else(|| (!errors.is_empty()).then(|| refused(errors)).flatten());
     let action = format!("{}/{}", base(screen), record.id);
     let body = html! {
-        p.crumbs { a href=(base(screen)) { (super::plural_title(screen.kind)) } " › " (record.id) }
+        p.crumbs { a href=(base(screen)) { (crate::pages::menu_title(screen.kind)) } " › " (record.id) }
         h1 { (title) }
         (flash(message.as_ref()))
         (facts(record, &names, &users))
