@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use estate_crm_domain::FieldErrors;
 use estate_crm_store::{ErrorKind, StoreError};
@@ -19,11 +20,17 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     fields: BTreeMap<String, String>,
+    /// Seconds for the `Retry-After` header, when the client should try again later.
+    retry_after: Option<u32>,
 }
+
+/// How long a client is told to wait before sending again while the database is unavailable. The
+/// store tries the database again every half second, so the next try usually finds it if it is back.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 1;
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), fields: BTreeMap::new() }
+        ApiError { status, code, message: message.into(), fields: BTreeMap::new(), retry_after: None }
     }
 
     /// 400: the body is not valid JSON.
@@ -103,9 +110,12 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on the server; it was logged")
     }
 
-    /// 503: the database is unreachable.
+    /// 503 with `Retry-After`: the database is unreachable. Nothing a client sent caused it, so the
+    /// same request may be sent again.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        error.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+        error
     }
 }
 
@@ -136,15 +146,27 @@ impl From<StoreError> for ApiError {
             ErrorKind::NotFound => ApiError::not_found(err.to_string()),
             ErrorKind::Invalid(errors) => ApiError::invalid(errors.clone()),
             ErrorKind::Conflict(errors) => ApiError::conflict(errors.clone()),
+            // Not logged one by one: the store says once when the database goes and comes back.
+            ErrorKind::Unavailable => ApiError::unavailable(UNAVAILABLE_MESSAGE),
             _ => ApiError::internal(&err),
         }
     }
 }
 
+/// What a client is told while the database is unavailable. A change answered this way was not
+/// acknowledged: it may be sent again (a create sent again after a connection broke mid-commit may
+/// exist twice; a contact's unique email answers 409 then).
+pub const UNAVAILABLE_MESSAGE: &str =
+    "the server cannot reach its database right now; send the request again after the Retry-After delay";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message, "fields": self.fields}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -99,8 +99,10 @@ fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// The error answers of an operation: those named, and 503, which any operation answers while the
+/// database cannot be reached.
 fn errors(statuses: &[u16]) -> Map<String, Value> {
-    statuses
+    let mut responses: Map<String, Value> = statuses
         .iter()
         .map(|s| {
             (
@@ -108,7 +110,16 @@ fn errors(statuses: &[u16]) -> Map<String, Value> {
                 json!({"description": "error", "content": {"application/json": {"schema": reference("Error")}}}),
             )
         })
-        .collect()
+        .collect();
+    responses.insert(
+        "503".into(),
+        json!({
+            "description": "the database cannot be reached (code `unavailable`); send the request again after Retry-After",
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": reference("Error")}}
+        }),
+    );
+    responses
 }
 
 fn json_body(schema: Value) -> Value {

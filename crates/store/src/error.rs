@@ -12,6 +12,11 @@ pub enum ErrorKind {
     Invalid(FieldErrors),
     /// A unique value is taken (a contact's email).
     Conflict(FieldErrors),
+    /// The database cannot be reached, or the connection to it broke: try again in a moment. Nothing
+    /// of the operation was written, except in one case nobody can tell apart: the connection broke
+    /// after `COMMIT` was sent and before its answer came, so the change may be committed. The
+    /// caller was not told it was, which is all the API promises (only a 2xx is acknowledged).
+    Unavailable,
     /// The database failed; nothing of the operation was written.
     Internal,
 }
@@ -47,6 +52,31 @@ impl StoreError {
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         StoreError { kind: ErrorKind::Internal, context: context.into(), source: Some(source.into()) }
+    }
+
+    /// The database cannot be reached or the connection broke (see [`ErrorKind::Unavailable`]).
+    pub(crate) fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError { kind: ErrorKind::Unavailable, context: context.into(), source: Some(source.into()) }
+    }
+
+    /// A PostgreSQL error while `context`: [`ErrorKind::Unavailable`] when the connection broke or
+    /// the server is not accepting work, else internal.
+    pub(crate) fn postgres(context: impl Into<String>, err: tokio_postgres::Error) -> Self {
+        if is_connection_failure(&err) {
+            // The server's own words ("terminating connection due to administrator command") are
+            // what an operator reads in the log, and tokio-postgres says only "db error" above them.
+            StoreError::unavailable(context, with_causes(&err))
+        } else {
+            StoreError::internal(context, err)
+        }
+    }
+
+    /// Whether the database could not be reached (see [`ErrorKind::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
     }
 
     /// The same error again, for a group commit that failed for every request in it.
@@ -87,8 +117,26 @@ impl From<tokio_postgres::Error> for StoreError {
         if err.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE) {
             return StoreError::invalid(FieldErrors::single("text", "may not contain the NUL character (\\u0000)"));
         }
-        StoreError::internal("database error", err)
+        StoreError::postgres("database error", err)
     }
+}
+
+/// Whether a PostgreSQL error means "no database to talk to" rather than "this statement failed":
+/// the connection closed or broke (an I/O error, refused, reset, timed out), or the server said it
+/// is shutting down, starting up, out of connection slots, or that the connection failed (SQLSTATE
+/// class 08). Such an error says nothing about the request, so the request may be sent again.
+fn is_connection_failure(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    if let Some(code) = err.code() {
+        let code = code.code();
+        // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now, 53300 too many
+        // connections; class 08 is connection exceptions.
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300");
+    }
+    // Connecting and talking to the server fail with the socket's error as their source.
+    std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>())
 }
 
 /// An error and its causes on one line, each cause said once.
@@ -108,6 +156,14 @@ pub(crate) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
-        StoreError::internal("reaching the database", err)
+        use deadpool_postgres::PoolError;
+        let context = "reaching the database";
+        match err {
+            // No connection could be made in time, or every connection stayed busy for the pool's
+            // whole wait: either way the request may be sent again in a moment.
+            PoolError::Timeout(_) => StoreError::unavailable(context, with_causes(&err)),
+            PoolError::Backend(err) => StoreError::postgres(context, err),
+            err => StoreError::internal(context, err),
+        }
     }
 }

@@ -154,7 +154,7 @@ impl FromRequestParts<WebState> for Visitor {
         let session = match state.store().find_session(&hash, now, LIMITS).await {
             Ok(Some(session)) => session,
             Ok(None) => return Err(to_login(parts)),
-            Err(err) => return Err(error_page::internal(&err)),
+            Err(err) => return Err(error_page::failed(&err)),
         };
         if now - session.last_seen_at >= TOUCH_EVERY_MS
             && let Err(err) = state.store().touch_session(&hash, now).await

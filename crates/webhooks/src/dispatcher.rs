@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use estate_crm_domain::webhook::RetrySchedule;
-use estate_crm_store::{DueDelivery, Endpoint, NextStep, Outcome, PageRequest, Store};
+use estate_crm_store::{DueDelivery, Endpoint, NextStep, Outcome, PageRequest, Store, StoreError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,12 @@ const RECORD_GATHER_BELOW: usize = 256;
 const RECORD_GATHER: Duration = Duration::from_millis(2);
 /// How long to wait before reading again after the database failed.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// The first wait before committing a batch of outcomes again while the database cannot be reached;
+/// each wait doubles up to [`RECORD_RETRY_MAX`]. The batch is kept meanwhile.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(200);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Tries of a batch of outcomes that fails for another reason than an outage, before it is given up.
+const RECORD_TRIES: u32 = 3;
 /// After this many attempts in a row that reached no receiver (refused, reset, timed out), the
 /// endpoint counts as down: its lane stops spending its deliveries' attempts and probes instead.
 const DOWN_AFTER: u32 = 20;
@@ -308,6 +314,7 @@ impl LaneWorker {
         let mut rescanning = true;
         let mut timer: Option<i64> = None;
         let mut probe_wait = PROBE_FIRST;
+        let mut outage = OutageLog::default();
         'lane: while !self.stop.is_cancelled() {
             permits.resize(self.settings.borrow().endpoint.max_in_flight.get());
             let mut batch = CLAIM_BATCH;
@@ -341,6 +348,7 @@ impl LaneWorker {
             let read_started = Instant::now();
             let due = match self.shared.store.due_deliveries(&endpoint_id, cursor, now, batch).await {
                 Ok(due) => {
+                    outage.over(&endpoint_id);
                     tracing::debug!(
                         target: TIMING,
                         endpoint = %endpoint_id,
@@ -351,7 +359,7 @@ impl LaneWorker {
                     due
                 }
                 Err(err) => {
-                    tracing::error!(endpoint = %endpoint_id, error = %err, "could not read due deliveries");
+                    outage.failed(&endpoint_id, &err);
                     self.pause(ERROR_PAUSE).await;
                     continue;
                 }
@@ -603,17 +611,10 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
         let record_started = Instant::now();
-        let mut tries = 0;
-        while let Err(err) = store.record_outcomes(outcomes.clone()).await {
-            tries += 1;
-            if tries == 3 {
-                // The deliveries stay pending in the database; they are attempted again after a
-                // restart. Releasing them here would send them again at once, in a loop.
-                tracing::error!(error = %err, count = outcomes.len(), "could not record attempt outcomes");
-                batch.clear();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+        if !commit_outcomes(&*store, &outcomes).await {
+            // The deliveries stay pending in the database; they are attempted again after a
+            // restart. Releasing them here would send them again at once, in a loop.
+            batch.clear();
         }
         tracing::debug!(
             target: TIMING,
@@ -623,6 +624,86 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
         );
         for recorded in batch.drain(..) {
             recorded.signal.release(recorded.outcome.delivery_seq, &recorded.outcome.next);
+        }
+    }
+}
+
+/// Commits a batch of outcomes; false if it was given up.
+///
+/// While the database cannot be reached the batch is kept and tried again, each wait twice the last
+/// up to [`RECORD_RETRY_MAX`], for as long as the outage lasts: meanwhile the outcome queue fills
+/// and attempts wait for room in it, so deliveries are held back, not lost, and their claims last
+/// until their outcomes are in. A retry after a commit whose answer was lost records nothing twice
+/// (an outcome only fills a row whose attempts are the ones before it). Any other failure is tried
+/// [`RECORD_TRIES`] times.
+async fn commit_outcomes(store: &dyn Store, outcomes: &[Outcome]) -> bool {
+    let mut wait = RECORD_RETRY_FIRST;
+    let mut failures = 0;
+    let mut outage_since: Option<Instant> = None;
+    loop {
+        match store.record_outcomes(outcomes.to_vec()).await {
+            Ok(()) => {
+                if let Some(since) = outage_since {
+                    tracing::info!(
+                        count = outcomes.len(),
+                        held_ms = micros(since.elapsed()) / 1000,
+                        "the database is back; the attempt outcomes held meanwhile are recorded"
+                    );
+                }
+                return true;
+            }
+            Err(err) if err.is_unavailable() => {
+                if outage_since.is_none() {
+                    // Once per outage: this batch is held until the database is back.
+                    tracing::warn!(
+                        error = %err,
+                        count = outcomes.len(),
+                        "the database cannot be reached; attempt outcomes are held until it can"
+                    );
+                    outage_since = Some(Instant::now());
+                }
+            }
+            Err(err) => {
+                failures += 1;
+                if failures == RECORD_TRIES {
+                    tracing::error!(error = %err, count = outcomes.len(), "could not record attempt outcomes");
+                    return false;
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RECORD_RETRY_MAX);
+    }
+}
+
+/// A lane's failed reads, logged once per outage of the database rather than once per try.
+#[derive(Default)]
+struct OutageLog {
+    since: Option<Instant>,
+}
+
+impl OutageLog {
+    fn failed(&mut self, endpoint_id: &str, err: &StoreError) {
+        if !err.is_unavailable() {
+            tracing::error!(endpoint = %endpoint_id, error = %err, "could not read due deliveries");
+        } else if self.since.is_none() {
+            tracing::warn!(
+                endpoint = %endpoint_id,
+                error = %err,
+                "the database cannot be reached; the lane pauses and reads again every {} s",
+                ERROR_PAUSE.as_secs()
+            );
+            self.since = Some(Instant::now());
+        }
+    }
+
+    fn over(&mut self, endpoint_id: &str) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                endpoint = %endpoint_id,
+                paused_ms = micros(since.elapsed()) / 1000,
+                "the database is back; the lane delivers again"
+            );
         }
     }
 }

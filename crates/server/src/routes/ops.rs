@@ -1,5 +1,7 @@
 //! Operations: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -19,9 +21,19 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
 }
 
+/// How long `/readyz` waits for the database before answering not ready: a load balancer's probe
+/// gets its answer in time even when the database's host stopped answering packets.
+const READY_WAIT: Duration = Duration::from_secs(2);
+
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await.map_err(|_| ApiError::unavailable("the database does not answer"))?;
-    Ok(Json(json!({"status": "ready"})))
+    match tokio::time::timeout(READY_WAIT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "not ready");
+            Err(ApiError::unavailable("not ready: the database does not answer"))
+        }
+        Err(_) => Err(ApiError::unavailable("not ready: the database did not answer within 2 s")),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

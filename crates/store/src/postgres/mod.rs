@@ -6,6 +6,7 @@
 //! preparation of records (`crate::prepare`).
 
 mod auth;
+mod availability;
 mod contacts;
 mod fanout;
 mod hubspot;
@@ -27,6 +28,7 @@ use tokio_postgres::NoTls;
 
 use crate::prepare::Preparer;
 use crate::*;
+use availability::Availability;
 use writer::{Writer, WriterState};
 
 /// How long a request waits for a free connection before it is answered with an error.
@@ -58,6 +60,8 @@ pub struct PgStore {
 
 struct Inner {
     readers: Pool,
+    /// Whether the database answers; readers and the writer fail at once while it does not.
+    availability: Arc<Availability>,
     writer: Writer,
     tag: String,
     feed: Arc<ChangeFeed>,
@@ -82,7 +86,8 @@ impl PgStore {
         let seqs = Arc::new(records::RecordSeqs::default());
         let state =
             WriterState { tag: tag.clone(), site_url: config.site_url.clone(), seqs: seqs.clone(), routes: None };
-        let writer = Writer::start(writer_pool, state, feed.clone()).await?;
+        let availability = Arc::new(Availability::default());
+        let writer = Writer::start(writer_pool, availability.clone(), state, feed.clone()).await?;
         let preparer = Preparer {
             tag: tag.clone(),
             site_url: config.site_url.clone(),
@@ -91,6 +96,7 @@ impl PgStore {
         };
         let inner = Inner {
             readers,
+            availability,
             writer,
             tag,
             feed,
@@ -103,7 +109,7 @@ impl PgStore {
     }
 
     async fn reader(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        Ok(self.inner.readers.get().await?)
+        self.inner.availability.connect(&self.inner.readers).await
     }
 
     /// `count` record seqs: from the block in hand, else with a connection to take more blocks.

@@ -25,7 +25,8 @@ use deadpool_postgres::{Object, Pool};
 use estate_crm_domain::webhook::EventFilter;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ChangeFeed, Changes, StoreError};
+use super::availability::Availability;
+use crate::{ChangeFeed, Changes, ErrorKind, StoreError};
 
 /// How many requests one commit may carry. Bounds the latency a request waits behind others.
 const MAX_BATCH: usize = 512;
@@ -86,9 +87,9 @@ pub(crate) struct WriteCtx {
     pub changes: Changes,
     /// The last event seq given in this transaction; `None` until its first event.
     last_event_seq: Option<i64>,
-    /// A savepoint could not be taken, released or rolled back: the transaction may hold a failed
-    /// job's work, so it must not commit.
-    poisoned: bool,
+    /// A savepoint could not be taken, released or rolled back (the kind of that error): the
+    /// transaction may hold a failed job's work, so it must not commit.
+    poisoned: Option<ErrorKind>,
 }
 
 impl WriteCtx {
@@ -117,11 +118,16 @@ impl Writer {
     /// Starts the writer task on its own connection from `pool`: a pool of two, so that a
     /// connection the database closed is replaced on the next batch while the writer still holds
     /// the dead one.
-    pub async fn start(pool: Pool, state: WriterState, feed: Arc<ChangeFeed>) -> Result<Writer, StoreError> {
+    pub async fn start(
+        pool: Pool,
+        availability: Arc<Availability>,
+        state: WriterState,
+        feed: Arc<ChangeFeed>,
+    ) -> Result<Writer, StoreError> {
         let client = pool.get().await?;
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        let ctx = WriteCtx { client, state, changes: Changes::default(), last_event_seq: None, poisoned: false };
-        tokio::spawn(run(pool, ctx, jobs, feed));
+        let ctx = WriteCtx { client, state, changes: Changes::default(), last_event_seq: None, poisoned: None };
+        tokio::spawn(run(pool, availability, ctx, jobs, feed));
         Ok(Writer { queue })
     }
 
@@ -194,24 +200,32 @@ where
 
 /// Runs a savepoint command; if it fails, the transaction is poisoned.
 async fn savepoint(ctx: &mut WriteCtx, sql: &str) -> Result<(), StoreError> {
-    let done = ctx.client.batch_execute(sql).await;
-    if done.is_err() {
-        ctx.poisoned = true;
+    let done = ctx.client.batch_execute(sql).await.map_err(StoreError::from);
+    if let Err(err) = &done {
+        ctx.poisoned = Some(err.kind().clone());
     }
-    Ok(done?)
+    done
 }
 
-async fn run(pool: Pool, mut ctx: WriteCtx, mut jobs: mpsc::Receiver<Job>, feed: Arc<ChangeFeed>) {
+async fn run(
+    pool: Pool,
+    availability: Arc<Availability>,
+    mut ctx: WriteCtx,
+    mut jobs: mpsc::Receiver<Job>,
+    feed: Arc<ChangeFeed>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if ctx.client.is_closed() {
             // The database closed the connection (a restart, a failover, an administrator): a new
-            // one for this batch; the dead one leaves the pool for good.
-            match pool.get().await {
+            // one for this batch; the dead one leaves the pool for good. While the database is down
+            // the batch is answered at once (`Availability` says so once per outage).
+            match availability.connect(&pool).await {
                 Ok(client) => drop(Object::take(std::mem::replace(&mut ctx.client, client))),
                 Err(err) => {
-                    let err = StoreError::from(err);
-                    tracing::error!(error = %err, "the writer has no connection to the database");
+                    if !err.is_unavailable() {
+                        tracing::error!(error = %err, "the writer has no connection to the database");
+                    }
                     refuse(&mut batch, &err).await;
                     continue;
                 }
@@ -219,10 +233,18 @@ async fn run(pool: Pool, mut ctx: WriteCtx, mut jobs: mpsc::Receiver<Job>, feed:
         }
         let committed = commit_batch(&mut ctx, &mut batch).await;
         let changes = std::mem::take(&mut ctx.changes);
-        if committed.is_ok() {
-            feed.publish(changes);
-        } else {
-            ctx.state.routes = None;
+        match committed {
+            Ok(()) => feed.publish(changes),
+            Err(kind) => {
+                ctx.state.routes = None;
+                if kind == ErrorKind::Unavailable {
+                    // The connection broke, perhaps after COMMIT reached the database: the batch
+                    // may be committed though its callers were answered 503. Its lanes are woken
+                    // as if it were, so that what it made owed goes out; a wake for nothing costs
+                    // a read.
+                    feed.publish(changes);
+                }
+            }
         }
     }
 }
@@ -235,19 +257,21 @@ async fn refuse(batch: &mut Vec<Job>, err: &StoreError) {
     }
 }
 
-async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ()> {
+/// Runs and commits the batch, answering every job; a failure's kind says whether the batch may be
+/// committed after all ([`ErrorKind::Unavailable`]: the connection broke).
+async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ErrorKind> {
     let mut jobs = batch.drain(..).peekable();
     while jobs.peek().is_some() {
         ctx.last_event_seq = None;
-        ctx.poisoned = false;
+        ctx.poisoned = None;
         if let Err(err) = ctx.client.batch_execute(BEGIN).await {
-            let err = StoreError::internal("starting a transaction", err);
+            let err = StoreError::postgres("starting a transaction", err);
             tracing::error!(error = %err, "the writer could not start a transaction");
             // The BEGIN may have gone through and the lock not: end what was begun.
             let _ = ctx.client.batch_execute("ROLLBACK").await;
             let mut rest: Vec<Job> = jobs.collect();
             refuse(&mut rest, &err).await;
-            return Err(());
+            return Err(err.kind().clone());
         }
         let first = jobs.next().expect("a job is waiting");
         let (reply, end) = first(Ok(&mut *ctx), Undo::Transaction).await;
@@ -273,7 +297,7 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ()
         for reply in replies {
             reply(committed.as_ref().map(|_| ()));
         }
-        return committed.map_err(|_| ());
+        return committed.map_err(|err| err.kind().clone());
     }
     Ok(())
 }
@@ -282,8 +306,15 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ()
 /// error aborted by rolling it back *without an error*, so a statement goes first that fails in an
 /// aborted transaction; both travel in one round trip.
 async fn commit(ctx: &mut WriteCtx) -> Result<(), StoreError> {
-    if ctx.poisoned {
-        return Err(StoreError::internal("committing", "a request's work could not be undone alone"));
+    if let Some(kind) = &ctx.poisoned {
+        let why = "a request's work could not be undone alone";
+        return Err(match kind {
+            // The connection broke: nothing of the transaction is committed.
+            ErrorKind::Unavailable => StoreError::unavailable("committing", why),
+            _ => StoreError::internal("committing", why),
+        });
     }
-    ctx.client.batch_execute("SELECT 1; COMMIT").await.map_err(|err| StoreError::internal("committing", err))
+    // A connection that breaks here may break after the database committed: the callers are
+    // answered Unavailable (not acknowledged), though their changes may be in.
+    ctx.client.batch_execute("SELECT 1; COMMIT").await.map_err(|err| StoreError::postgres("committing", err))
 }

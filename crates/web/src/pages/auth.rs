@@ -87,7 +87,7 @@ pub async fn login(State(state): State<WebState>, posted: AnonymousForm) -> Resp
     }
     let found = match state.store().user_by_email(email).await {
         Ok(found) => found,
-        Err(err) => return error_page::internal(&err),
+        Err(err) => return error_page::failed(&err),
     };
     let user = match check_password(found, password.to_owned()).await {
         Some(user) => user,
@@ -119,7 +119,7 @@ async fn check_password(found: Option<UserCredentials>, password: String) -> Opt
 async fn start_session(state: &WebState, user_id: &str, next: &str) -> Response {
     let secret = session::new_secret();
     if let Err(err) = state.store().create_session(&hash_token(&secret), user_id, now_ms(), LIMITS).await {
-        return error_page::internal(&err);
+        return error_page::failed(&err);
     }
     let cookie = set_cookie(SESSION_COOKIE, secret, LIMITS.absolute_ms / 1000, state.secure_cookies());
     let mut response = Redirect::to(next).into_response();
@@ -130,7 +130,7 @@ async fn start_session(state: &WebState, user_id: &str, next: &str) -> Response 
 /// `POST /logout`: the session ends at once, here and in the database.
 pub async fn logout(State(state): State<WebState>, ChangeForm { visitor, .. }: ChangeForm) -> Response {
     if let Err(err) = state.store().delete_session(&visitor.session_hash).await {
-        return error_page::internal(&err);
+        return error_page::failed(&err);
     }
     let mut response = Redirect::to("/login").into_response();
     response
@@ -154,7 +154,7 @@ async fn setup_open(state: &WebState, code: &str) -> Result<bool, Response> {
     if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), code.as_bytes())) {
         return Ok(false);
     }
-    state.store().any_password_set().await.map(|set| !set).map_err(|err| error_page::internal(&err))
+    state.store().any_password_set().await.map(|set| !set).map_err(|err| error_page::failed(&err))
 }
 
 fn setup_form(csrf: &str, code: &str, name: &str, email: &str, errors: &FieldErrors) -> Markup {
@@ -224,7 +224,7 @@ pub async fn setup(State(state): State<WebState>, posted: AnonymousForm) -> Resp
             estate_crm_store::ErrorKind::Conflict(errors) | estate_crm_store::ErrorKind::Invalid(errors) => {
                 refused(errors)
             }
-            _ => error_page::internal(&err),
+            _ => error_page::failed(&err),
         },
     }
 }

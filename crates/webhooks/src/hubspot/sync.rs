@@ -182,8 +182,24 @@ impl HubspotSync {
     /// Runs until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut failures: u32 = 0;
+        // Whether the database was unreachable at the last read of the settings: said once per outage.
+        let mut database_down = false;
         loop {
-            let pause = match self.store.hubspot_settings().await {
+            let settings = self.store.hubspot_settings().await;
+            match &settings {
+                Err(err) if err.is_unavailable() => {
+                    if !database_down {
+                        tracing::warn!(error = %err, "the HubSpot sync waits for the database");
+                    }
+                    database_down = true;
+                }
+                Ok(_) if database_down => {
+                    tracing::info!("the database is back; the HubSpot sync goes on");
+                    database_down = false;
+                }
+                _ => {}
+            }
+            let pause = match settings {
                 Ok(Some(settings)) if runnable(&settings) => match self.step_until(&settings, &stop).await {
                     Ok(Progress::Worked) => {
                         failures = 0;
@@ -210,6 +226,7 @@ impl HubspotSync {
                     }
                 },
                 Ok(_) => IDLE_POLL,
+                Err(err) if err.is_unavailable() => IDLE_POLL,
                 Err(err) => {
                     tracing::warn!(error = %err, "reading the HubSpot settings failed");
                     IDLE_POLL
