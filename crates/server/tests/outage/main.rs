@@ -61,6 +61,7 @@ async fn an_outage_is_answered_503_and_survived_without_losing_an_acknowledged_c
     let mut receiver = Receiver::start().await;
     let app = Arc::new(TestApp::spawn_with(&["--database-url", &cluster.url()]).await);
     app.add_endpoint(json!({"url": receiver.url("/hook"), "events": "contact.created"})).await;
+    assert_eq!(dashboard_with_unknown_session(&app).await.status, StatusCode::SEE_OTHER, "to the sign-in page");
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let created_after_outage = Arc::new(AtomicUsize::new(0));
@@ -130,7 +131,9 @@ async fn an_outage_is_answered_503_and_survived_without_losing_an_acknowledged_c
     phase.store(STOPPING, Ordering::SeqCst);
     tokio::task::block_in_place(|| cluster.stop());
     phase.store(DOWN, Ordering::SeqCst);
-    tokio::time::sleep(OUTAGE).await;
+    tokio::time::sleep(OUTAGE / 2).await;
+    answered_unavailable_everywhere(&app).await;
+    tokio::time::sleep(OUTAGE / 2).await;
     phase.store(STARTING, Ordering::SeqCst);
     tokio::task::block_in_place(|| cluster.start());
     phase.store(BACK, Ordering::SeqCst);
@@ -188,6 +191,32 @@ async fn an_outage_is_answered_503_and_survived_without_losing_an_acknowledged_c
     }
     drop(app);
     drop(cluster);
+}
+
+/// While the database is down, reads, a token not seen before and the web app's pages answer 503
+/// too (not 401 or 500): the server cannot tell.
+async fn answered_unavailable_everywhere(app: &TestApp) {
+    let read = app.get("/api/v1/contacts?limit=1").await;
+    assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE, "{}", read.body);
+    assert!(is_unavailable_shape(&read.headers, &read.body), "{:?} {}", read.headers, read.body);
+    let stranger = app.request_as("a-token-never-seen", hyper::Method::GET, "/api/v1/contacts", None).await;
+    assert_eq!(stranger.status, StatusCode::SERVICE_UNAVAILABLE, "{}", stranger.body);
+    let page = dashboard_with_unknown_session(app).await;
+    let html = String::from_utf8_lossy(&page.raw);
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{html}");
+    assert!(page.headers.contains_key("retry-after"), "{:?}", page.headers);
+    assert!(html.contains("cannot reach its database"), "{html}");
+}
+
+/// The dashboard for a session cookie the database does not know: a 303 to the sign-in page when
+/// the database answers.
+async fn dashboard_with_unknown_session(app: &TestApp) -> helpers::Answer {
+    let page = hyper::Request::get(app.url("/"))
+        .header("accept", "text/html")
+        .header("cookie", "ecrm_session=a-session-the-database-does-not-know")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    app.send(page).await
 }
 
 /// A 503 as the API answers one: `{"error": {"code": "unavailable", "message", "fields"}}` and a
