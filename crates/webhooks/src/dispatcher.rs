@@ -359,7 +359,7 @@ impl LaneWorker {
                     due
                 }
                 Err(err) => {
-                    outage.failed(&endpoint_id, &err);
+                    outage.failed(&endpoint_id, "could not read due deliveries", &err);
                     self.pause(ERROR_PAUSE).await;
                     continue;
                 }
@@ -411,7 +411,7 @@ impl LaneWorker {
                 timer = match self.shared.store.next_due_after(&endpoint_id, now).await {
                     Ok(next) => next,
                     Err(err) => {
-                        tracing::error!(endpoint = %endpoint_id, error = %err, "could not read the next retry time");
+                        outage.failed(&endpoint_id, "could not read the next retry time", &err);
                         Some(now + ERROR_PAUSE.as_millis() as i64)
                     }
                 };
@@ -611,7 +611,7 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
         let record_started = Instant::now();
-        if !commit_outcomes(&*store, &outcomes).await {
+        if !commit_outcomes(&*store, &outcomes, &queue).await {
             // The deliveries stay pending in the database; they are attempted again after a
             // restart. Releasing them here would send them again at once, in a loop.
             batch.clear();
@@ -635,8 +635,9 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
 /// and attempts wait for room in it, so deliveries are held back, not lost, and their claims last
 /// until their outcomes are in. A retry after a commit whose answer was lost records nothing twice
 /// (an outcome only fills a row whose attempts are the ones before it). Any other failure is tried
-/// [`RECORD_TRIES`] times.
-async fn commit_outcomes(store: &dyn Store, outcomes: &[Outcome]) -> bool {
+/// [`RECORD_TRIES`] times. Once the server is stopping (every lane gone, so `queue` is closed), an
+/// outage is not waited out: the deliveries are attempted again after the next start.
+async fn commit_outcomes(store: &dyn Store, outcomes: &[Outcome], queue: &mpsc::Receiver<Recorded>) -> bool {
     let mut wait = RECORD_RETRY_FIRST;
     let mut failures = 0;
     let mut outage_since: Option<Instant> = None;
@@ -651,6 +652,14 @@ async fn commit_outcomes(store: &dyn Store, outcomes: &[Outcome]) -> bool {
                     );
                 }
                 return true;
+            }
+            Err(err) if err.is_unavailable() && queue.is_closed() => {
+                tracing::warn!(
+                    error = %err,
+                    count = outcomes.len(),
+                    "stopping while the database cannot be reached: these deliveries are attempted again after the next start"
+                );
+                return false;
             }
             Err(err) if err.is_unavailable() => {
                 if outage_since.is_none() {
@@ -683,9 +692,9 @@ struct OutageLog {
 }
 
 impl OutageLog {
-    fn failed(&mut self, endpoint_id: &str, err: &StoreError) {
+    fn failed(&mut self, endpoint_id: &str, what: &str, err: &StoreError) {
         if !err.is_unavailable() {
-            tracing::error!(endpoint = %endpoint_id, error = %err, "could not read due deliveries");
+            tracing::error!(endpoint = %endpoint_id, error = %err, "{what}");
         } else if self.since.is_none() {
             tracing::warn!(
                 endpoint = %endpoint_id,

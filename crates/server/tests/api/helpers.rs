@@ -164,6 +164,20 @@ impl TestApp {
         self.child.wait().expect("the server exits")
     }
 
+    /// Stops the server with SIGTERM; its exit status if it exits within `limit`, else `None` (and it
+    /// is killed when this is dropped).
+    pub async fn terminate_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("the server's status") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// Stops the server gracefully and starts it again on the same data directory.
     pub async fn restart(mut self) -> TestApp {
         let status = self.terminate();

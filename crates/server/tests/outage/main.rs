@@ -24,7 +24,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use helpers::{PATIENCE, Receiver, TestApp};
+use helpers::{PATIENCE, Receiver, Reply, TestApp};
 use throwaway_pg::ThrowawayPostgres;
 
 /// Clients sending creates at once.
@@ -192,6 +192,27 @@ async fn an_outage_is_answered_503_and_survived_without_losing_an_acknowledged_c
     drop(app);
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopped_during_an_outage_stops_in_time() {
+    let Some(cluster) = tokio::task::spawn_blocking(ThrowawayPostgres::init).await.unwrap() else {
+        return;
+    };
+    // The receiver answers late, so that the attempt ends after the database has gone: its outcome
+    // is held by the dispatcher when the server is asked to stop.
+    let mut receiver = Receiver::answering(|_| Reply::status(200).with_delay(ANSWER_DELAY)).await;
+    let mut app = TestApp::spawn_with(&["--database-url", &cluster.url()]).await;
+    app.add_endpoint(json!({"url": receiver.url("/hook"), "events": "contact.created"})).await;
+    app.create("contacts", json!({"first_name": "Held"})).await;
+    receiver.next().await;
+    tokio::task::block_in_place(|| cluster.stop());
+    tokio::time::sleep(ANSWER_DELAY).await;
+    let status = app.terminate_within(PATIENCE).await;
+    assert!(status.is_some_and(|s| s.success()), "the server did not stop within {PATIENCE:?}: {status:?}");
+}
+
+/// How late the receiver answers in the stop test; the database's fast stop takes well under it.
+const ANSWER_DELAY: Duration = Duration::from_secs(3);
 
 /// While the database is down, reads, a token not seen before and the web app's pages answer 503
 /// too (not 401 or 500): the server cannot tell.

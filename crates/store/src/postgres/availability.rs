@@ -50,13 +50,12 @@ impl Availability {
                 Ok(client)
             }
             Err(err) => {
-                let says_down = !matches!(err, PoolError::Timeout(TimeoutType::Wait));
+                // Every connection staying busy for the pool's whole wait says the database is
+                // slow, not gone: that caller is answered 503, the others still try.
+                let busy = matches!(err, PoolError::Timeout(TimeoutType::Wait));
                 let err = StoreError::from(err);
-                if err.is_unavailable() && says_down {
+                if err.is_unavailable() && !busy {
                     self.failed(&err);
-                } else if err.is_unavailable() {
-                    // Every connection stayed busy for the pool's wait: the database answers, slowly.
-                    self.answered();
                 }
                 Err(err)
             }
