@@ -6,6 +6,7 @@
 //! preparation of records (`crate::prepare`).
 
 mod auth;
+mod cluster;
 mod contacts;
 mod fanout;
 mod hubspot;
@@ -27,6 +28,7 @@ use tokio_postgres::NoTls;
 
 use crate::prepare::Preparer;
 use crate::*;
+pub use cluster::LeaseTtl;
 use writer::{Writer, WriterState};
 
 /// How long a request waits for a free connection before it is answered with an error.
@@ -65,12 +67,19 @@ struct Inner {
     bulk_slots: tokio::sync::Semaphore,
     preparer: Preparer,
     seqs: Arc<records::RecordSeqs>,
+    leases: Leases,
 }
 
 impl PgStore {
     /// Connects, applies the migrations (under their advisory lock) and starts the writer. Fails
     /// with a one-line reason when the database cannot be reached or is newer than this binary.
     pub async fn open(config: &PgConfig) -> Result<PgStore, StoreError> {
+        PgStore::open_in_cluster(config, LeaseTtl::default()).await
+    }
+
+    /// Opens the store as one server of those sharing the database: it takes its share of the
+    /// endpoints under leases that last `lease_ttl` without renewal (docs/POSTGRES.md).
+    pub async fn open_in_cluster(config: &PgConfig, lease_ttl: LeaseTtl) -> Result<PgStore, StoreError> {
         let readers = pool(&config.url, config.pool_size.max(1))?;
         let writer_pool = pool(&config.url, 2)?;
         {
@@ -80,9 +89,18 @@ impl PgStore {
         let tag = database_tag(&readers).await?;
         let feed = Arc::new(ChangeFeed::default());
         let seqs = Arc::new(records::RecordSeqs::default());
-        let state =
-            WriterState { tag: tag.clone(), site_url: config.site_url.clone(), seqs: seqs.clone(), routes: None };
+        let server = cluster::new_server_id();
+        let state = WriterState {
+            tag: tag.clone(),
+            site_url: config.site_url.clone(),
+            seqs: seqs.clone(),
+            routes: None,
+            server: server.clone(),
+        };
         let writer = Writer::start(writer_pool, state, feed.clone()).await?;
+        let leases =
+            cluster::join(server, pg_config(&config.url)?, pool(&config.url, 1)?, tag.clone(), feed.clone(), lease_ttl)
+                .await?;
         let preparer = Preparer {
             tag: tag.clone(),
             site_url: config.site_url.clone(),
@@ -98,6 +116,7 @@ impl PgStore {
             bulk_slots: tokio::sync::Semaphore::new(BULK_AT_ONCE),
             preparer,
             seqs,
+            leases,
         };
         Ok(PgStore { inner: Arc::new(inner) })
     }
@@ -123,12 +142,7 @@ pub async fn migrate_postgres(url: &str) -> Result<SchemaVersions, StoreError> {
 }
 
 fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|err| StoreError::internal("reading the database URL", err))?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    if config.get_application_name().is_none() {
-        config.application_name("estate-crm");
-    }
+    let config = pg_config(url)?;
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
@@ -137,6 +151,17 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
         .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|err| StoreError::internal("making the connection pool", err))
+}
+
+/// The connection settings of `url`, with this program's timeout and name.
+fn pg_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|err| StoreError::internal("reading the database URL", err))?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    if config.get_application_name().is_none() {
+        config.application_name("estate-crm");
+    }
+    Ok(config)
 }
 
 /// The first connection's failure, said as what it means at start.
@@ -582,5 +607,11 @@ impl Store for PgStore {
             Box::pin(async move { contacts::timeline(client, &tag, &actor, kind, &id, limit).await })
         })
         .await
+    }
+
+    // --- cluster ---
+
+    fn leases(&self) -> &Leases {
+        &self.inner.leases
     }
 }
