@@ -598,6 +598,9 @@ impl Permits {
 struct Recorded {
     outcome: Outcome,
     signal: Arc<Signal>,
+    /// When servers share the database, the attempt's `max_in_flight` permit, given back once the
+    /// outcome is committed or given up (when this is dropped).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 async fn attempt(
@@ -639,7 +642,18 @@ async fn attempt(
         // Before the permit is given back, so no attempt queued behind this one starts.
         signal.gone.store(true, Ordering::Release);
     }
-    drop(permit);
+    // Alone on its database, a server gives the permit back as soon as the answer is in: the
+    // outcome's commit is quick and a crash repeats nothing but what it cuts off. When servers share
+    // the database, an attempt counts until its outcome is committed, so that a server that dies
+    // leaves at most `max_in_flight` webhooks per endpoint for the next holder to send again (a
+    // commit there waits its turn behind the other servers' writers: tens of milliseconds in which
+    // a fast receiver would otherwise take many more).
+    let permit = if shared.leases.holds_everything() {
+        drop(permit);
+        None
+    } else {
+        Some(permit)
+    };
     shared.metrics.observe(outcome_label(&next), result.duration.as_secs_f64());
     let outcome = Outcome {
         delivery_seq: delivery.seq,
@@ -652,7 +666,7 @@ async fn attempt(
         response: result.response_head,
         next,
     };
-    if shared.outcomes.send(Recorded { outcome, signal }).await.is_err() {
+    if shared.outcomes.send(Recorded { outcome, signal, _permit: permit }).await.is_err() {
         tracing::warn!("the outcome recorder has stopped; this delivery will be attempted again after a restart");
     }
 }
