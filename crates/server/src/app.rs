@@ -25,6 +25,9 @@ use crate::state::{AppState, Metrics, Settings};
 
 /// How long attempts in flight get to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping server waits to hand its leases back (the others take them when they expire
+/// otherwise).
+const LET_GO_LIMIT: Duration = Duration::from_secs(5);
 /// How often old deliveries are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -119,6 +122,7 @@ impl Application {
         let hubspot = tokio::spawn(self.hubspot.run(shutdown.child_token()));
         tokio::spawn(purge_old_deliveries(self.state.store.clone(), self.retention, shutdown.child_token()));
 
+        let store = self.state.store.clone();
         let router = routes::router(self.state, estate_crm_web::router(self.web));
         // Answers are small and go out in one write; without this, one written in two could wait for
         // the client's delayed acknowledgement (40 ms) before its second part is sent.
@@ -133,6 +137,9 @@ impl Application {
         shutdown.cancel();
         let _ = dispatcher.await;
         let _ = hubspot.await;
+        // Every lane has stopped with its outcomes committed: the other servers may take over now
+        // rather than when the leases expire.
+        store.leases().let_go(LET_GO_LIMIT).await;
         tracing::info!("estate-crm stopped");
         served.context("serving HTTP")
     }
@@ -161,11 +168,10 @@ async fn open_store(config: &Config, site_url: &str) -> anyhow::Result<Arc<dyn S
             Ok(Arc::new(store))
         }
         Database::Postgres { url, pool } => {
-            let store = PgStore::open(&PgConfig { url: url.clone(), pool_size: *pool, site_url: site_url.to_owned() })
-                .await
-                .map_err(|err| {
-                    anyhow::anyhow!("could not use the database of --database-url {}: {err}", without_password(url))
-                })?;
+            let pg = PgConfig { url: url.clone(), pool_size: *pool, site_url: site_url.to_owned() };
+            let store = PgStore::open_in_cluster(&pg, config.lease_ttl).await.map_err(|err| {
+                anyhow::anyhow!("could not use the database of --database-url {}: {err}", without_password(url))
+            })?;
             Ok(Arc::new(store))
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use estate_crm_domain::webhook::{RetrySchedule, parse_delay};
+use estate_crm_store::LeaseTtl;
 
 /// estate-crm: a self-hosted real-estate CRM whose outgoing webhooks are its core.
 #[derive(Debug, Parser)]
@@ -84,6 +85,10 @@ pub struct ServeArgs {
     /// more of its own).
     #[arg(long, env = "ESTATE_CRM_DATABASE_POOL", default_value_t = DEFAULT_POOL)]
     pub database_pool: usize,
+    /// With PostgreSQL: how long a server's hold on an endpoint's deliveries lasts without renewal;
+    /// a server that dies loses its endpoints to the others within this time.
+    #[arg(long, env = "ESTATE_CRM_LEASE_TTL", default_value = "10s")]
+    pub lease_ttl: String,
     /// The URL this server is reached at, as payloads' `site_url` says (default: http:// + the listen address).
     #[arg(long, env = "ESTATE_CRM_SITE_URL")]
     pub site_url: Option<String>,
@@ -149,6 +154,8 @@ pub struct Config {
     pub form_rate_per_minute: u32,
     /// Log as JSON.
     pub log_format_json: bool,
+    /// How long a lease on an endpoint lasts without renewal (PostgreSQL only).
+    pub lease_ttl: LeaseTtl,
 }
 
 impl ServeArgs {
@@ -169,6 +176,10 @@ impl ServeArgs {
             bail!("--database-pool must be between 1 and {MAX_POOL}");
         }
         let database = database(self.database_url, self.database_pool)?;
+        let lease_ttl = parse_delay(&self.lease_ttl)
+            .map_err(|e| e.to_string())
+            .and_then(LeaseTtl::new)
+            .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
         if let Some(site_url) = &self.site_url {
             let parsed = url::Url::parse(site_url)
                 .with_context(|| format!("--site-url {site_url:?} is not a URL like https://crm.example.com"))?;
@@ -196,6 +207,7 @@ impl ServeArgs {
             retention: Duration::from_secs(u64::from(self.retention_days) * 86_400),
             form_rate_per_minute: self.form_rate_per_minute.max(1),
             log_format_json: self.log_json,
+            lease_ttl,
         })
     }
 }

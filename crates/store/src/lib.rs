@@ -13,6 +13,7 @@
 //! connections and never wait for the writer (WAL mode).
 #![deny(missing_docs)]
 
+mod cluster;
 mod contacts;
 pub mod credentials;
 mod error;
@@ -29,11 +30,12 @@ use async_trait::async_trait;
 use estate_crm_domain::{Record, RecordKind};
 use serde_json::Value;
 
+pub use cluster::{HUBSPOT_LEASE, LeaseUse, Leases};
 pub use contacts::*;
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
 pub use pipeline::{DueTasks, RecordQuery, Scope, StageTotal};
-pub use postgres::{PgConfig, PgStore, migrate_postgres};
+pub use postgres::{LeaseTtl, PgConfig, PgStore, migrate_postgres};
 pub use sqlite::{SqliteConfig, SqliteStore, migrate_sqlite};
 pub use types::*;
 
@@ -262,4 +264,9 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         limit: usize,
     ) -> Result<Vec<TimelineEvent>, StoreError>;
+
+    // --- cluster ---
+    /// Which endpoints (and whether the HubSpot sync) this server runs: everything on the embedded
+    /// store; on PostgreSQL, the leases this server holds among those sharing the database.
+    fn leases(&self) -> &Leases;
 }

@@ -16,6 +16,12 @@
 //! A delivery stays `pending` in the database until its outcome is committed, so a crash at any point
 //! leaves it to be attempted again after the next start (at least once). Within one process a delivery
 //! being attempted is remembered as claimed until its outcome is committed, so it is not started twice.
+//!
+//! When several servers share the database, a lane runs only for an endpoint whose lease this
+//! server holds (the store's [`Leases`]); the lane keeps the lease in use until it has stopped and
+//! its attempts' outcomes are committed, so the next holder starts from those outcomes and sends
+//! nothing twice. Before each attempt the lane checks that the lease is still good: a server cut
+//! off from the database stops starting attempts before another may take the endpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use estate_crm_domain::webhook::RetrySchedule;
-use estate_crm_store::{DueDelivery, Endpoint, NextStep, Outcome, PageRequest, Store, StoreError};
+use estate_crm_store::{DueDelivery, Endpoint, LeaseUse, Leases, NextStep, Outcome, PageRequest, Store, StoreError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +66,11 @@ const DOWN_AFTER: u32 = 20;
 const PROBE_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between probes of a down endpoint.
 const PROBE_MAX: Duration = Duration::from_secs(10);
+/// How long a lane handed over to another server waits for its attempts to end and their outcomes
+/// to be committed before it lets the lease go anyway (the next holder then sends those again).
+const HANDOVER_LIMIT: Duration = Duration::from_secs(60);
+/// How often a stopping lane looks whether its outcomes are committed.
+const SETTLED_POLL: Duration = Duration::from_millis(10);
 /// How long a lane holds back its next read while a bulk import is being written. An import of
 /// 10,000 rows takes about a tenth of a second here; waiting longer than this keeps deliveries
 /// moving (a batch per wait) under imports that follow each other without a break.
@@ -100,21 +111,36 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let (outcomes, outcome_queue) = mpsc::channel(OUTCOME_QUEUE);
         let recorder = tokio::spawn(record_outcomes(self.store.clone(), outcome_queue));
+        let leases = self.store.leases().clone();
+        let mut held = leases.subscribe();
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             sender: self.sender.clone(),
             metrics: self.metrics.clone(),
             outcomes,
             grace: self.config.shutdown_grace,
+            leases: leases.clone(),
+            shutdown: shutdown.clone(),
         });
         let mut lanes: HashMap<String, Lane> = HashMap::new();
         self.sync_lanes(&shared, &mut lanes, &shutdown).await;
         loop {
             let changes = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                changed = held.changed() => {
+                    if changed.is_err() {
+                        // The store is gone; shutdown follows.
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                    self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+                    continue;
+                }
                 changes = self.store.changes().next() => changes,
             };
             if changes.settings_changed {
+                // An endpoint added, made active or deleted changes which leases there are.
+                leases.recheck();
                 self.sync_lanes(&shared, &mut lanes, &shutdown).await;
             }
             for id in &changes.rescan {
@@ -136,10 +162,10 @@ impl Dispatcher {
         let _ = recorder.await;
     }
 
-    /// Starts a lane for each active endpoint without one, stops those of endpoints gone or inactive,
-    /// and gives running lanes their endpoint's new settings.
+    /// Starts a lane for each active endpoint this server holds without one, stops those of endpoints
+    /// gone, inactive or handed over, and gives running lanes their endpoint's new settings.
     async fn sync_lanes(&self, shared: &Arc<Shared>, lanes: &mut HashMap<String, Lane>, shutdown: &CancellationToken) {
-        let endpoints = match self.active_endpoints().await {
+        let endpoints = match self.active_endpoints(&shared.leases).await {
             Ok(endpoints) => endpoints,
             Err(err) => {
                 tracing::error!(error = %err, "could not read the webhook endpoints; keeping the lanes as they are");
@@ -169,12 +195,13 @@ impl Dispatcher {
         }
     }
 
-    async fn active_endpoints(&self) -> Result<Vec<Endpoint>, estate_crm_store::StoreError> {
+    /// The active endpoints whose lease this server holds.
+    async fn active_endpoints(&self, leases: &Leases) -> Result<Vec<Endpoint>, estate_crm_store::StoreError> {
         let mut endpoints = Vec::new();
         let mut cursor = None;
         loop {
             let page = self.store.list_endpoints(PageRequest { limit: 1000, cursor }).await?;
-            endpoints.extend(page.items.into_iter().filter(|e| e.active));
+            endpoints.extend(page.items.into_iter().filter(|e| e.active && leases.holds(&e.id)));
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => return Ok(endpoints),
@@ -190,6 +217,10 @@ struct Shared {
     metrics: DeliveryMetrics,
     outcomes: mpsc::Sender<Recorded>,
     grace: Duration,
+    /// Which endpoints this server may deliver.
+    leases: Leases,
+    /// The whole dispatcher's stop, as against one lane's (a hand-over).
+    shutdown: CancellationToken,
 }
 
 /// An endpoint's settings as a lane uses them, resolved once per change.
@@ -269,6 +300,13 @@ impl Signal {
     fn endpoint_is_down(&self) -> bool {
         self.unreachable_in_a_row.load(Ordering::Acquire) >= DOWN_AFTER
     }
+
+    /// Waits until every attempt this lane claimed has its outcome committed.
+    async fn outcomes_committed(&self) {
+        while !self.claims().in_progress.is_empty() {
+            tokio::time::sleep(SETTLED_POLL).await;
+        }
+    }
 }
 
 impl Signal {
@@ -290,9 +328,11 @@ impl Signal {
 
 impl Lane {
     fn start(shared: Arc<Shared>, settings: Arc<LaneSettings>, stop: CancellationToken) -> Lane {
+        // In use from before the lane's first check of the lease to after its last outcome.
+        let lease = shared.leases.use_lease(&settings.endpoint.id);
         let (settings_tx, settings_rx) = watch::channel(settings);
         let signal = Arc::new(Signal::default());
-        let worker = LaneWorker { shared, settings: settings_rx, signal: signal.clone(), stop: stop.clone() };
+        let worker = LaneWorker { shared, settings: settings_rx, signal: signal.clone(), stop: stop.clone(), lease };
         Lane { settings: settings_tx, signal, stop, task: tokio::spawn(worker.run()) }
     }
 }
@@ -302,6 +342,8 @@ struct LaneWorker {
     settings: watch::Receiver<Arc<LaneSettings>>,
     signal: Arc<Signal>,
     stop: CancellationToken,
+    /// Dropped once the lane has stopped and its outcomes are committed: the lease may go.
+    lease: LeaseUse,
 }
 
 impl LaneWorker {
@@ -379,6 +421,13 @@ impl LaneWorker {
                         break 'lane;
                     }
                 };
+                if !self.shared.leases.may_run(&endpoint_id) {
+                    drop(permit);
+                    self.signal.unclaim(delivery.seq);
+                    cursor = delivery.seq - 1;
+                    self.until_lease_is_good(&endpoint_id).await;
+                    continue 'lane;
+                }
                 let probing = batch == 1;
                 let making_way = !waited_for_import && self.shared.store.imports().busy();
                 if self.signal.gone.load(Ordering::Acquire)
@@ -469,6 +518,16 @@ impl LaneWorker {
         true
     }
 
+    /// Holds the lane while its lease is not good (not renewed in time, or being handed over):
+    /// until it is renewed, or the lane is stopped.
+    async fn until_lease_is_good(&self, endpoint_id: &str) {
+        tracing::warn!(endpoint = %endpoint_id, "this server's lease of the endpoint is not good now; holding its deliveries");
+        tokio::select! {
+            _ = self.shared.leases.until_may_run(endpoint_id) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
     async fn pause(&self, how_long: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(how_long) => {}
@@ -476,17 +535,37 @@ impl LaneWorker {
         }
     }
 
-    /// Gives attempts in flight the grace period; what does not finish stays pending in the
-    /// database and is attempted again after the next start.
+    /// Lets attempts in flight end and their outcomes be committed, then lets the lease go. At
+    /// shutdown they get the grace period; a lane handed over to another server gets up to
+    /// [`HANDOVER_LIMIT`] (each attempt has its own timeout). What does not finish stays pending in
+    /// the database and is attempted again by the endpoint's next holder or after the next start.
     async fn finish(self, mut in_flight: JoinSet<()>) {
-        let drained = tokio::time::timeout(self.shared.grace, async { while in_flight.join_next().await.is_some() {} });
-        if drained.await.is_err() {
+        let signal = self.signal.clone();
+        let settled = async {
+            while in_flight.join_next().await.is_some() {}
+            signal.outcomes_committed().await;
+        };
+        let limit = async {
+            if !self.shared.shutdown.is_cancelled() {
+                tokio::select! {
+                    _ = tokio::time::sleep(HANDOVER_LIMIT) => return,
+                    _ = self.shared.shutdown.cancelled() => {}
+                }
+            }
+            tokio::time::sleep(self.shared.grace).await;
+        };
+        let in_time = tokio::select! {
+            _ = settled => true,
+            _ = limit => false,
+        };
+        if !in_time {
             tracing::warn!(
                 unfinished = in_flight.len(),
-                "attempts still in flight at shutdown were stopped; they will be attempted again after the next start"
+                "attempts still in flight or unrecorded as the lane stopped were given up; they will be attempted again"
             );
             in_flight.abort_all();
         }
+        drop(self.lease);
     }
 }
 
@@ -527,6 +606,9 @@ impl Permits {
 struct Recorded {
     outcome: Outcome,
     signal: Arc<Signal>,
+    /// When servers share the database, the attempt's `max_in_flight` permit, given back once the
+    /// outcome is committed or given up (when this is dropped).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 async fn attempt(
@@ -568,7 +650,18 @@ async fn attempt(
         // Before the permit is given back, so no attempt queued behind this one starts.
         signal.gone.store(true, Ordering::Release);
     }
-    drop(permit);
+    // Alone on its database, a server gives the permit back as soon as the answer is in: the
+    // outcome's commit is quick and a crash repeats nothing but what it cuts off. When servers share
+    // the database, an attempt counts until its outcome is committed, so that a server that dies
+    // leaves at most `max_in_flight` webhooks per endpoint for the next holder to send again (a
+    // commit there waits its turn behind the other servers' writers: tens of milliseconds in which
+    // a fast receiver would otherwise take many more).
+    let permit = if shared.leases.holds_everything() {
+        drop(permit);
+        None
+    } else {
+        Some(permit)
+    };
     shared.metrics.observe(outcome_label(&next), result.duration.as_secs_f64());
     let outcome = Outcome {
         delivery_seq: delivery.seq,
@@ -581,7 +674,7 @@ async fn attempt(
         response: result.response_head,
         next,
     };
-    if shared.outcomes.send(Recorded { outcome, signal }).await.is_err() {
+    if shared.outcomes.send(Recorded { outcome, signal, _permit: permit }).await.is_err() {
         tracing::warn!("the outcome recorder has stopped; this delivery will be attempted again after a restart");
     }
 }

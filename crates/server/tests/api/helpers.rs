@@ -71,6 +71,20 @@ impl TestApp {
         TestApp::start(data_dir, Some(database), args).await
     }
 
+    /// Starts a server on this PostgreSQL database with extra command-line arguments.
+    pub async fn spawn_on_with(database: Arc<crate::pg::TestDatabase>, extra: &[&str]) -> TestApp {
+        let data_dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        let defaults = ["--allow-private-targets", "--retry-schedule", "200ms,200ms"];
+        let args = defaults.iter().chain(extra).map(|s| s.to_string()).collect();
+        TestApp::start(data_dir, Some(database), args).await
+    }
+
+    /// Stops the server with SIGKILL (no grace), for good.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the killed server is reaped");
+    }
+
     /// Starts a server as it runs in production: webhooks may go to public addresses only.
     pub async fn spawn_public_only() -> TestApp {
         TestApp::spawn_args(&[], &[]).await

@@ -34,6 +34,8 @@ mod retries;
 #[path = "../api/test_button.rs"]
 mod test_button;
 
+#[path = "../api/cluster.rs"]
+mod cluster;
 #[path = "../api/crash.rs"]
 mod crash;
 #[path = "../api/hostile.rs"]

@@ -192,6 +192,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN record_seq BIGINT;
     CREATE INDEX events_by_record ON events (record_seq, seq) WHERE record_seq IS NOT NULL;
     "#,
+    // 4: servers sharing the database deliver together (postgres/cluster.rs): each server's last
+    // heartbeat, and who holds each endpoint's deliveries (a lease named by the endpoint's id, or
+    // `hubspot`) until when, by the database's clock.
+    r#"
+    CREATE TABLE cluster_servers (
+        id TEXT PRIMARY KEY,
+        started_at TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX leases_by_holder ON leases (holder);
+    "#,
 ];
 
 /// Brings the database up to the newest schema, each migration in its own transaction, all under a

@@ -7,6 +7,7 @@
 
 mod auth;
 mod availability;
+mod cluster;
 mod contacts;
 mod fanout;
 mod hubspot;
@@ -29,6 +30,7 @@ use tokio_postgres::NoTls;
 use crate::prepare::Preparer;
 use crate::*;
 use availability::Availability;
+pub use cluster::LeaseTtl;
 use writer::{Writer, WriterState};
 
 /// How long a request waits for a free connection before it is answered with an error.
@@ -76,12 +78,19 @@ struct Inner {
     bulk_slots: tokio::sync::Semaphore,
     preparer: Preparer,
     seqs: Arc<records::RecordSeqs>,
+    leases: Leases,
 }
 
 impl PgStore {
     /// Connects, applies the migrations (under their advisory lock) and starts the writer. Fails
     /// with a one-line reason when the database cannot be reached or is newer than this binary.
     pub async fn open(config: &PgConfig) -> Result<PgStore, StoreError> {
+        PgStore::open_in_cluster(config, LeaseTtl::default()).await
+    }
+
+    /// Opens the store as one server of those sharing the database: it takes its share of the
+    /// endpoints under leases that last `lease_ttl` without renewal (docs/POSTGRES.md).
+    pub async fn open_in_cluster(config: &PgConfig, lease_ttl: LeaseTtl) -> Result<PgStore, StoreError> {
         let readers = pool(&config.url, config.pool_size.max(1))?;
         let writer_pool = pool(&config.url, 2)?;
         {
@@ -91,10 +100,19 @@ impl PgStore {
         let tag = database_tag(&readers).await?;
         let feed = Arc::new(ChangeFeed::default());
         let seqs = Arc::new(records::RecordSeqs::default());
-        let state =
-            WriterState { tag: tag.clone(), site_url: config.site_url.clone(), seqs: seqs.clone(), routes: None };
+        let server = cluster::new_server_id();
+        let state = WriterState {
+            tag: tag.clone(),
+            site_url: config.site_url.clone(),
+            seqs: seqs.clone(),
+            routes: None,
+            server: server.clone(),
+        };
         let availability = Arc::new(Availability::default());
         let writer = Writer::start(writer_pool, availability.clone(), state, feed.clone()).await?;
+        let leases =
+            cluster::join(server, pg_config(&config.url)?, pool(&config.url, 1)?, tag.clone(), feed.clone(), lease_ttl)
+                .await?;
         let preparer = Preparer {
             tag: tag.clone(),
             site_url: config.site_url.clone(),
@@ -111,6 +129,7 @@ impl PgStore {
             bulk_slots: tokio::sync::Semaphore::new(BULK_AT_ONCE),
             preparer,
             seqs,
+            leases,
         };
         Ok(PgStore { inner: Arc::new(inner) })
     }
@@ -136,6 +155,19 @@ pub async fn migrate_postgres(url: &str) -> Result<SchemaVersions, StoreError> {
 }
 
 fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
+    let config = pg_config(url)?;
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|err| StoreError::internal("making the connection pool", err))
+}
+
+/// The connection settings of `url`, with this program's timeout and name.
+fn pg_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|err| StoreError::internal("reading the database URL", err))?;
     config.connect_timeout(CONNECT_TIMEOUT);
@@ -152,14 +184,7 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("estate-crm");
     }
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT))
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .build()
-        .map_err(|err| StoreError::internal("making the connection pool", err))
+    Ok(config)
 }
 
 /// The first connection's failure, said as what it means at start.
@@ -605,5 +630,11 @@ impl Store for PgStore {
             Box::pin(async move { contacts::timeline(client, &tag, &actor, kind, &id, limit).await })
         })
         .await
+    }
+
+    // --- cluster ---
+
+    fn leases(&self) -> &Leases {
+        &self.inner.leases
     }
 }

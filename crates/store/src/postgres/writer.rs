@@ -77,6 +77,8 @@ pub(crate) struct WriterState {
     pub seqs: Arc<super::records::RecordSeqs>,
     /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
+    /// This server's id in the cluster, so that it ignores its own wake-ups (`cluster.rs`).
+    pub server: String,
 }
 
 /// What a job sees: the connection, inside the open transaction, and the writer's state.
@@ -314,7 +316,12 @@ async fn commit(ctx: &mut WriteCtx) -> Result<(), StoreError> {
             _ => StoreError::internal("committing", why),
         });
     }
-    // A connection that breaks here may break after the database committed: the callers are
-    // answered Unavailable (not acknowledged), though their changes may be in.
-    ctx.client.batch_execute("SELECT 1; COMMIT").await.map_err(|err| StoreError::postgres("committing", err))
+    // The other servers hear what changed once it commits, in the same round trip. A connection
+    // that breaks here may break after the database committed: the callers are answered
+    // Unavailable (not acknowledged), though their changes may be in.
+    let sql = match super::cluster::notify_sql(&ctx.state.server, &ctx.changes) {
+        Some(notify) => format!("SELECT 1; {notify}; COMMIT"),
+        None => "SELECT 1; COMMIT".to_owned(),
+    };
+    ctx.client.batch_execute(&sql).await.map_err(|err| StoreError::postgres("committing", err))
 }

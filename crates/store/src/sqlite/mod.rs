@@ -624,4 +624,12 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // --- cluster ---
+
+    fn leases(&self) -> &Leases {
+        // One server per data directory (its lock file): it holds everything, always.
+        static EVERYTHING: std::sync::OnceLock<Leases> = std::sync::OnceLock::new();
+        EVERYTHING.get_or_init(Leases::everything)
+    }
 }

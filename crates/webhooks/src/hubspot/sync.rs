@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use estate_crm_domain::RecordKind;
 use estate_crm_store::{
-    Actor, Backfill, HubspotCommit, HubspotMapping, HubspotSettings, MappingChange, NewSyncLogEntry, PageRequest, Role,
-    Store, StoreError,
+    Actor, Backfill, HUBSPOT_LEASE, HubspotCommit, HubspotMapping, HubspotSettings, MappingChange, NewSyncLogEntry,
+    PageRequest, Role, Store, StoreError,
 };
 use http::Method;
 use serde_json::{Map, Value, json};
@@ -179,8 +179,38 @@ impl HubspotSync {
         }
     }
 
-    /// Runs until `stop`.
+    /// Runs until `stop`, while this server holds the HubSpot lease: one server at a time among
+    /// those sharing a database (always, on the embedded store).
     pub async fn run(mut self, stop: CancellationToken) {
+        let leases = self.store.leases().clone();
+        loop {
+            tokio::select! {
+                _ = leases.until_may_run(HUBSPOT_LEASE) => {}
+                _ = stop.cancelled() => return,
+            }
+            // The lease is not handed back before the batch being sent is committed.
+            let _in_use = leases.use_lease(HUBSPOT_LEASE);
+            let lost = stop.child_token();
+            let watch = tokio::spawn({
+                let (leases, lost) = (leases.clone(), lost.clone());
+                async move {
+                    leases.lost(HUBSPOT_LEASE).await;
+                    lost.cancel();
+                }
+            });
+            self.run_while_held(&stop, &lost).await;
+            watch.abort();
+            if stop.is_cancelled() {
+                return;
+            }
+            tracing::info!("the HubSpot sync goes on at another server");
+        }
+    }
+
+    /// The sync's loop. It ends between batches once `lost` is cancelled, so a batch sent is
+    /// committed before another server may send the next; a batch is dropped unfinished only at
+    /// `stop`.
+    async fn run_while_held(&mut self, stop: &CancellationToken, lost: &CancellationToken) {
         let mut failures: u32 = 0;
         // Whether the database was unreachable at the last read of the settings: said once per outage.
         let mut database_down = false;
@@ -200,7 +230,7 @@ impl HubspotSync {
                 _ => {}
             }
             let pause = match settings {
-                Ok(Some(settings)) if runnable(&settings) => match self.step_until(&settings, &stop).await {
+                Ok(Some(settings)) if runnable(&settings) => match self.step_until(&settings, stop).await {
                     Ok(Progress::Worked) => {
                         failures = 0;
                         self.handle.set(SyncStatus::default());
@@ -233,13 +263,13 @@ impl HubspotSync {
                 }
             };
             if pause.is_zero() {
-                if stop.is_cancelled() {
+                if lost.is_cancelled() {
                     return;
                 }
                 continue;
             }
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = lost.cancelled() => return,
                 _ = self.handle.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
