@@ -123,7 +123,9 @@ impl Dispatcher {
             shutdown: shutdown.clone(),
         });
         let mut lanes: HashMap<String, Lane> = HashMap::new();
-        self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+        // Set while the lanes may not match the endpoints because a read of them failed (the
+        // database was down): they are read again then, or a settings change would be missed.
+        let mut resync_at = self.sync_lanes(&shared, &mut lanes, &shutdown).await;
         loop {
             let changes = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -133,7 +135,11 @@ impl Dispatcher {
                         shutdown.cancelled().await;
                         break;
                     }
-                    self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+                    resync_at = self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(resync_at.unwrap_or_else(tokio::time::Instant::now)), if resync_at.is_some() => {
+                    resync_at = self.sync_lanes(&shared, &mut lanes, &shutdown).await;
                     continue;
                 }
                 changes = self.store.changes().next() => changes,
@@ -141,7 +147,7 @@ impl Dispatcher {
             if changes.settings_changed {
                 // An endpoint added, made active or deleted changes which leases there are.
                 leases.recheck();
-                self.sync_lanes(&shared, &mut lanes, &shutdown).await;
+                resync_at = self.sync_lanes(&shared, &mut lanes, &shutdown).await;
             }
             for id in &changes.rescan {
                 if let Some(lane) = lanes.get(id) {
@@ -164,12 +170,18 @@ impl Dispatcher {
 
     /// Starts a lane for each active endpoint this server holds without one, stops those of endpoints
     /// gone, inactive or handed over, and gives running lanes their endpoint's new settings.
-    async fn sync_lanes(&self, shared: &Arc<Shared>, lanes: &mut HashMap<String, Lane>, shutdown: &CancellationToken) {
+    /// Answers when to try again if the endpoints could not be read.
+    async fn sync_lanes(
+        &self,
+        shared: &Arc<Shared>,
+        lanes: &mut HashMap<String, Lane>,
+        shutdown: &CancellationToken,
+    ) -> Option<tokio::time::Instant> {
         let endpoints = match self.active_endpoints(&shared.leases).await {
             Ok(endpoints) => endpoints,
             Err(err) => {
-                tracing::error!(error = %err, "could not read the webhook endpoints; keeping the lanes as they are");
-                return;
+                tracing::error!(error = %err, "could not read the webhook endpoints; keeping the lanes as they are and reading them again shortly");
+                return Some(tokio::time::Instant::now() + ERROR_PAUSE);
             }
         };
         let active: HashSet<String> = endpoints.iter().map(|e| e.id.clone()).collect();
@@ -193,6 +205,7 @@ impl Dispatcher {
                 }
             }
         }
+        None
     }
 
     /// The active endpoints whose lease this server holds.
