@@ -9,6 +9,10 @@
 //! and 2 again pinned to one core, last; part 13 (1, 2 and 3 servers on one PostgreSQL database)
 //! just before it. A part that fails is reported and the run goes on with
 //! the next one that can still run.
+//!
+//! Every server runs on the run's store (SQLite, or a fresh PostgreSQL database with
+//! `--database-url`). Comparing the two, each group of parts that shares servers runs on SQLite and
+//! then on PostgreSQL before the next group, so that the two sides of a ratio are minutes apart.
 
 mod api_rates;
 mod backlog;
