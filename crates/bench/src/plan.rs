@@ -42,6 +42,9 @@ pub struct Plan {
     /// Part 11: single creates with five endpoints subscribed, and how many are sent at once.
     pub fanout_creates: u64,
     pub fanout_concurrency: usize,
+    /// Part 13: single creates spread over 1, 2 and then 3 servers on one database, six endpoints
+    /// subscribed (sent by `fanout_concurrency` clients).
+    pub cluster_creates: u64,
     /// The most rows in one bulk request (the API's own limit).
     pub bulk_batch_rows: u64,
     /// How long the receiver may take to get every expected delivery, in parts 2 to 5.
@@ -76,6 +79,7 @@ impl Plan {
             paced_window: Duration::from_secs(10),
             paced_runs: 5,
             fanout_creates: 5_000,
+            cluster_creates: 5_000,
             fanout_concurrency: 16,
             bulk_batch_rows: 10_000,
             delivery_deadline: Duration::from_secs(180),
@@ -103,6 +107,7 @@ impl Plan {
             paced_window: Duration::from_secs(1),
             paced_runs: 2,
             fanout_creates: 500,
+            cluster_creates: 500,
             delivery_deadline: Duration::from_secs(15),
             drain_deadline: Duration::from_secs(15),
             backlog_create_deadline: Duration::from_secs(15),

@@ -4,9 +4,10 @@
 //! Endpoints are told apart by path, `/hook/N` being slot N. Counting is a pair of atomics per
 //! slot, so that the receiver costs the same per request whoever posts to it: the bare client of
 //! part 1 and the server of parts 2 to 6 meet the same limit. Only while part 4 records does it
-//! parse bodies, to note when each event arrived.
+//! parse bodies, to note when each event arrived, and only while part 13 tracks them does it keep
+//! the `webhook-id`s it has seen, to tell deliveries from repeats.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How many endpoints one receiver tells apart; `/hook/N` with N outside this lands in no slot.
-pub const SLOTS: usize = 16;
+pub const SLOTS: usize = 24;
 
 /// The largest webhook body read; the server's are about 500 bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -101,11 +102,16 @@ async fn serve_connection(stream: TcpStream, stats: Arc<Stats>) {
 
 async fn answer(stats: Arc<Stats>, request: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
     let slot = slot_of(request.uri().path());
+    let request_id = request.headers().get("webhook-id").cloned();
     let Ok(body) = Limited::new(request.into_body(), MAX_BODY).collect().await else {
         return Ok(status_only(StatusCode::BAD_REQUEST));
     };
     if let Some(slot) = slot {
         stats.wait_while_stalled(slot).await;
+        if stats.tracking_ids.load(Ordering::Acquire) {
+            let id = request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or_default();
+            stats.record_id(slot, id);
+        }
         stats.record(slot, &body.to_bytes());
     }
     Ok(status_only(StatusCode::OK))
@@ -148,6 +154,21 @@ pub struct Stats {
     unstalled: watch::Sender<u64>,
     recording: AtomicBool,
     arrivals: Mutex<HashMap<String, Arrivals>>,
+    tracking_ids: AtomicBool,
+    /// While `tracking_ids`: the webhook-ids each slot has received, how many differ, and when the
+    /// latest new one came (nanoseconds after `epoch`).
+    ids: Mutex<HashMap<usize, HashSet<String>>>,
+    unique: [AtomicU64; SLOTS],
+    last_unique_ns: [AtomicU64; SLOTS],
+}
+
+/// What a slot received while ids were tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdCounts {
+    /// Distinct webhook-ids.
+    pub unique: u64,
+    /// Receipts of a webhook-id already received (the same delivery sent again).
+    pub repeats: u64,
 }
 
 /// Counts per slot at one moment, to measure what arrives after it.
@@ -163,6 +184,68 @@ impl Stats {
             unstalled: watch::channel(0).0,
             recording: AtomicBool::new(false),
             arrivals: Mutex::new(HashMap::new()),
+            tracking_ids: AtomicBool::new(false),
+            ids: Mutex::new(HashMap::new()),
+            unique: Default::default(),
+            last_unique_ns: Default::default(),
+        }
+    }
+
+    /// Notes `id` as received at `slot`; a new one counts as unique. Runs before [`Stats::record`]
+    /// so that a waiter who sees every receipt counted also sees every id.
+    fn record_id(&self, slot: usize, id: &str) {
+        let mut ids = self.ids.lock().expect("ids lock poisoned");
+        if ids.entry(slot).or_default().insert(id.to_owned()) {
+            let now_ns = self.epoch.elapsed().as_nanos() as u64;
+            self.last_unique_ns[slot].fetch_max(now_ns, Ordering::AcqRel);
+            self.unique[slot].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// From now on, keeps every webhook-id received (counts start at zero), until
+    /// [`Stats::stop_tracking_ids`]. Answers the receipt counts at this moment, for
+    /// [`Stats::id_counts`].
+    pub fn start_tracking_ids(&self) -> Snapshot {
+        self.ids.lock().expect("ids lock poisoned").clear();
+        for slot in 0..SLOTS {
+            self.unique[slot].store(0, Ordering::Release);
+            self.last_unique_ns[slot].store(0, Ordering::Release);
+        }
+        self.tracking_ids.store(true, Ordering::Release);
+        self.snapshot()
+    }
+
+    /// Forgets the ids (their memory is only needed while a part counts them).
+    pub fn stop_tracking_ids(&self) {
+        self.tracking_ids.store(false, Ordering::Release);
+        self.ids.lock().expect("ids lock poisoned").clear();
+    }
+
+    /// Unique ids and repeats received at `slot` since tracking began at `since`.
+    pub fn id_counts(&self, slot: usize, since: &Snapshot) -> IdCounts {
+        let unique = self.unique[slot].load(Ordering::Acquire);
+        let received = self.snapshot()[slot] - since[slot];
+        IdCounts { unique, repeats: received.saturating_sub(unique) }
+    }
+
+    /// Waits until each of `slots` has received `per_slot` distinct webhook-ids while tracking, and
+    /// answers when the last new one came; or, at `deadline`, how many did.
+    pub async fn wait_for_unique(
+        &self,
+        slots: &[usize],
+        per_slot: u64,
+        deadline: Instant,
+    ) -> Result<Instant, Shortfall> {
+        loop {
+            let received: u64 = slots.iter().map(|&slot| self.unique[slot].load(Ordering::Acquire).min(per_slot)).sum();
+            if received == per_slot * slots.len() as u64 {
+                let ns = slots.iter().map(|&slot| self.last_unique_ns[slot].load(Ordering::Acquire)).max();
+                return Ok(self.epoch + Duration::from_nanos(ns.unwrap_or(0)));
+            }
+            if Instant::now() >= deadline {
+                return Err(Shortfall { received });
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -291,8 +374,8 @@ mod tests {
     fn paths_name_slots() {
         check_slot("/hook/0", Some(0));
         check_slot("/hook/7", Some(7));
-        check_slot("/hook/15", Some(15));
-        check_slot("/hook/16", None);
+        check_slot("/hook/23", Some(23));
+        check_slot("/hook/24", None);
         check_slot("/hook/", None);
         check_slot("/hook/1/x", None);
         check_slot("/other/1", None);
@@ -345,5 +428,27 @@ mod tests {
         assert_eq!(arrivals[0].map(|arrived| arrived.count), Some(2));
         assert!(arrivals[1].is_none());
         assert_eq!(stats.snapshot()[1..3], [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn tracked_ids_tell_deliveries_from_repeats() {
+        let stats = Stats::new();
+        stats.record(3, b"{}");
+        let since = stats.start_tracking_ids();
+        for id in ["msg_a", "msg_b", "msg_a"] {
+            stats.record_id(3, id);
+            stats.record(3, b"{}");
+        }
+        // The same id at another slot is that endpoint's own delivery.
+        stats.record_id(4, "msg_a");
+        stats.record(4, b"{}");
+        assert_eq!(stats.id_counts(3, &since), IdCounts { unique: 2, repeats: 1 });
+        assert_eq!(stats.id_counts(4, &since), IdCounts { unique: 1, repeats: 0 });
+        let now = Instant::now();
+        assert_eq!(stats.wait_for_unique(&[3, 4], 2, now).await.unwrap_err().received, 3);
+        assert!(stats.wait_for_unique(&[3, 4], 1, now).await.is_ok());
+        stats.stop_tracking_ids();
+        assert_eq!(stats.start_tracking_ids()[3], 4);
+        assert_eq!(stats.id_counts(3, &stats.snapshot()).unique, 0);
     }
 }

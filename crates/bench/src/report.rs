@@ -48,6 +48,10 @@ pub struct Figures {
     pub fanout5_deliveries_per_s: Option<f64>,
     pub fanout5_ratio: Option<f64>,
     pub one_core_ratio_to_limit: Option<f64>,
+    /// Part 13: distinct deliveries per second with 1, 2 and 3 servers on one database.
+    pub cluster_deliveries_per_s: [Option<f64>; 3],
+    /// Part 13: repeats received with 1, 2 and 3 servers (see `parts/cluster.rs`).
+    pub cluster_repeats: [Option<f64>; 3],
 }
 
 /// How a figure is written: it decides the decimals in the table and in the JSON.
@@ -57,6 +61,7 @@ enum Unit {
     Ratio,
     Millis,
     Mebibytes,
+    Count,
 }
 
 impl Unit {
@@ -66,6 +71,7 @@ impl Unit {
             Unit::Ratio => 3,
             Unit::Millis => 3,
             Unit::Mebibytes => 1,
+            Unit::Count => 0,
         }
     }
 
@@ -76,7 +82,7 @@ impl Unit {
 
     fn show(self, value: f64) -> String {
         match self {
-            Unit::PerSecond => grouped(value.round() as u64),
+            Unit::PerSecond | Unit::Count => grouped(value.round() as u64),
             _ => format!("{:.*}", self.decimals() as usize, value),
         }
     }
@@ -198,6 +204,12 @@ impl Figures {
             row("fanout5_deliveries_per_s", self.fanout5_deliveries_per_s, PerSecond, None),
             row("fanout5_ratio", self.fanout5_ratio, Ratio, Some(Bound::AtLeast(0.25))),
             row("one_core_ratio_to_limit", self.one_core_ratio_to_limit, Ratio, Some(Bound::AtLeast(0.45))),
+            row("cluster1_deliveries_per_s", self.cluster_deliveries_per_s[0], PerSecond, None),
+            row("cluster2_deliveries_per_s", self.cluster_deliveries_per_s[1], PerSecond, None),
+            row("cluster3_deliveries_per_s", self.cluster_deliveries_per_s[2], PerSecond, None),
+            row("cluster1_repeats", self.cluster_repeats[0], Count, None),
+            row("cluster2_repeats", self.cluster_repeats[1], Count, None),
+            row("cluster3_repeats", self.cluster_repeats[2], Count, None),
         ]
     }
 
@@ -228,8 +240,8 @@ impl Figures {
     }
 
     /// The JSON object: every figure (null where it failed), `quick`, `git_rev` when known,
-    /// and `targets_met`.
-    pub fn json(&self, quick: bool, git_rev: Option<&str>) -> Value {
+    /// `store` (`sqlite` or `postgres`) and `targets_met`.
+    pub fn json(&self, quick: bool, git_rev: Option<&str>, store: &str) -> Value {
         let mut object = Map::new();
         for row in self.rows() {
             let value = row
@@ -247,7 +259,118 @@ impl Figures {
         if let Some(rev) = git_rev {
             object.insert("git_rev".to_owned(), Value::String(rev.to_owned()));
         }
+        object.insert("store".to_owned(), Value::String(store.to_owned()));
         object.insert("targets_met".to_owned(), Value::Bool(self.targets_met()));
+        Value::Object(object)
+    }
+}
+
+/// PostgreSQL's figures beside SQLite's from the same run (`--compare-sqlite`). PostgreSQL's
+/// targets are ratios to SQLite's figures, because these machines' speed drifts from run to run.
+pub struct Comparison<'a> {
+    pub sqlite: &'a Figures,
+    pub postgres: &'a Figures,
+}
+
+/// One of PostgreSQL's targets, judged within the run.
+struct Check {
+    key: &'static str,
+    value: Option<f64>,
+    bound: Bound,
+    text: &'static str,
+}
+
+impl Check {
+    fn met(&self) -> Option<bool> {
+        Target::new(self.value, Some(self.bound), String::new()).met
+    }
+}
+
+/// `postgres / sqlite`, when both were measured.
+fn over(postgres: Option<f64>, sqlite: Option<f64>) -> Option<f64> {
+    postgres.zip(sqlite).filter(|&(_, sqlite)| sqlite > 0.0).map(|(postgres, sqlite)| postgres / sqlite)
+}
+
+impl Comparison<'_> {
+    fn checks(&self) -> [Check; 4] {
+        let (pg, sq) = (self.postgres, self.sqlite);
+        [
+            Check {
+                key: "postgres_single_creates_vs_sqlite",
+                value: over(pg.api_single_creates_per_s, sq.api_single_creates_per_s),
+                bound: Bound::AtLeast(0.5),
+                text: ">= 0.5 x sqlite",
+            },
+            Check {
+                key: "postgres_bulk_rows_vs_sqlite",
+                value: over(pg.api_bulk_rows_per_s, sq.api_bulk_rows_per_s),
+                bound: Bound::AtLeast(0.5),
+                text: ">= 0.5 x sqlite",
+            },
+            Check {
+                key: "postgres_ratio_to_limit",
+                value: pg.ratio_to_limit,
+                bound: Bound::AtLeast(0.3),
+                text: ">= 0.3",
+            },
+            Check {
+                key: "postgres_latency_p99_vs_sqlite",
+                value: over(pg.latency_p99_ms, sq.latency_p99_ms),
+                bound: Bound::AtMost(2.0),
+                text: "<= 2 x sqlite",
+            },
+        ]
+    }
+
+    /// True when each of PostgreSQL's targets was measured and met.
+    pub fn targets_met(&self) -> bool {
+        self.checks().iter().all(|check| check.met() == Some(true))
+    }
+
+    /// Every figure on both stores and their ratio, then PostgreSQL's targets.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<30} {:>14} {:>14} {:>10}\n", "figure", "sqlite", "postgres", "pg/sqlite");
+        for (sqlite, postgres) in self.sqlite.rows().into_iter().zip(self.postgres.rows()) {
+            let show = |value: Option<f64>| value.map_or("none".to_owned(), |value| sqlite.unit.show(value));
+            let ratio = over(postgres.value, sqlite.value).map_or("-".to_owned(), |ratio| format!("{ratio:.3}"));
+            out.push_str(&format!(
+                "{:<30} {:>14} {:>14} {:>10}\n",
+                sqlite.key,
+                show(sqlite.value),
+                show(postgres.value),
+                ratio
+            ));
+        }
+        out.push_str(&format!("\n{:<36} {:>10}  {:<16} {}\n", "postgresql target", "value", "target", "met"));
+        for check in self.checks() {
+            let value = check.value.map_or("none".to_owned(), |value| format!("{value:.3}"));
+            let met = match check.met() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            };
+            out.push_str(&format!("{:<36} {:>10}  {:<16} {}\n", check.key, value, check.text, met));
+        }
+        out
+    }
+
+    /// `{"sqlite": {...}, "postgres": {...}, "postgres_vs_sqlite": {...}, "postgres_targets_met",
+    /// "quick", "git_rev"}`: each store's object as a run on it alone writes it.
+    pub fn json(&self, quick: bool, git_rev: Option<&str>) -> Value {
+        let mut checks = Map::new();
+        for check in self.checks() {
+            let value = check.value.and_then(|value| serde_json::Number::from_f64(Unit::Ratio.round(value)));
+            checks.insert(check.key.to_owned(), value.map_or(Value::Null, Value::Number));
+        }
+        let mut object = Map::new();
+        object.insert("sqlite".to_owned(), self.sqlite.json(quick, git_rev, "sqlite"));
+        object.insert("postgres".to_owned(), self.postgres.json(quick, git_rev, "postgres"));
+        object.insert("postgres_vs_sqlite".to_owned(), Value::Object(checks));
+        object.insert("postgres_targets_met".to_owned(), Value::Bool(self.targets_met()));
+        object.insert("quick".to_owned(), Value::Bool(quick));
+        if let Some(rev) = git_rev {
+            object.insert("git_rev".to_owned(), Value::String(rev.to_owned()));
+        }
         Value::Object(object)
     }
 }
@@ -310,6 +433,8 @@ mod tests {
             fanout5_deliveries_per_s: Some(12_000.0),
             fanout5_ratio: Some(0.3),
             one_core_ratio_to_limit: Some(0.5),
+            cluster_deliveries_per_s: [Some(20_000.0), Some(30_000.0), Some(33_000.0)],
+            cluster_repeats: [Some(0.0), Some(0.0), Some(0.0)],
         }
     }
 
@@ -340,7 +465,7 @@ mod tests {
 
     #[test]
     fn json_has_exactly_the_issue_keys() {
-        let json = Figures { isolation_ratio: None, ..all_met() }.json(true, Some("abc1234"));
+        let json = Figures { isolation_ratio: None, ..all_met() }.json(true, Some("abc1234"), "postgres");
         let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -379,23 +504,64 @@ mod tests {
                 "fanout5_deliveries_per_s",
                 "fanout5_ratio",
                 "one_core_ratio_to_limit",
+                "cluster1_deliveries_per_s",
+                "cluster2_deliveries_per_s",
+                "cluster3_deliveries_per_s",
+                "cluster1_repeats",
+                "cluster2_repeats",
+                "cluster3_repeats",
                 "paced1000_post_p99_ms_runs",
                 "quick",
                 "git_rev",
+                "store",
                 "targets_met",
             ]
         );
         assert_eq!(json["isolation_ratio"], Value::Null);
         assert_eq!(json["targets_met"], false);
         assert_eq!(json["quick"], true);
+        assert_eq!(json["store"], "postgres");
+        assert_eq!(json["cluster3_repeats"], serde_json::json!(0.0));
         assert_eq!(json["paced1000_post_p99_ms_runs"], serde_json::json!([7.5, 8.0, 7.8]));
     }
 
     #[test]
     fn the_table_has_one_line_per_figure() {
         let table = Figures::default().table();
-        assert_eq!(table.lines().count(), 35);
+        assert_eq!(table.lines().count(), 41);
         assert!(table.contains("ratio_to_limit"));
         assert!(table.lines().nth(3).unwrap().contains("unknown"));
+    }
+
+    #[test]
+    fn postgres_is_judged_against_sqlite_of_the_same_run() {
+        let sqlite = all_met();
+        let postgres = Figures {
+            api_single_creates_per_s: Some(3_000.0),
+            api_bulk_rows_per_s: Some(75_000.0),
+            ratio_to_limit: Some(0.3),
+            latency_p99_ms: Some(8.0),
+            ..all_met()
+        };
+        assert!(Comparison { sqlite: &sqlite, postgres: &postgres }.targets_met());
+        // Just under half of SQLite's singles (6,000) fails; so does a p99 above twice SQLite's (4.0).
+        let slow = Figures { api_single_creates_per_s: Some(2_999.0), ..postgres.clone() };
+        assert!(!Comparison { sqlite: &sqlite, postgres: &slow }.targets_met());
+        let tail = Figures { latency_p99_ms: Some(8.1), ..postgres.clone() };
+        assert!(!Comparison { sqlite: &sqlite, postgres: &tail }.targets_met());
+        // No SQLite figure, no judgement.
+        let unmeasured = Figures { api_bulk_rows_per_s: None, ..sqlite.clone() };
+        assert!(!Comparison { sqlite: &unmeasured, postgres: &postgres }.targets_met());
+
+        let comparison = Comparison { sqlite: &sqlite, postgres: &postgres };
+        let json = comparison.json(false, None);
+        assert_eq!(json["postgres_vs_sqlite"]["postgres_bulk_rows_vs_sqlite"], serde_json::json!(0.5));
+        assert_eq!(json["postgres"]["store"], "postgres");
+        assert_eq!(json["sqlite"]["store"], "sqlite");
+        assert_eq!(json["postgres_targets_met"], true);
+        let table = comparison.table();
+        // A header, one line per figure, a blank line, a header and the four targets.
+        assert_eq!(table.lines().count(), 1 + 40 + 1 + 1 + 4, "{table}");
+        assert!(table.lines().any(|line| line.starts_with("api_single_creates_per_s") && line.ends_with("0.500")));
     }
 }

@@ -11,6 +11,8 @@ use anyhow::{Context as _, Result, bail};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use crate::database::{BenchDatabase, Store};
+
 /// How long the server may take to print its start line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -74,6 +76,20 @@ fn build_beside(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a run measures: this `estate-crm` binary on this store.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub binary: PathBuf,
+    pub store: Store,
+}
+
+impl Subject {
+    /// Starts a server of the subject's binary with a fresh store of its kind.
+    pub async fn start(&self, retry_schedule: &str) -> Result<Server> {
+        Server::start(&self.binary, &self.store, retry_schedule).await
+    }
+}
+
 /// A running server. Stop it with [`Server::stop`]; dropping it kills it.
 pub struct Server {
     child: Child,
@@ -82,13 +98,30 @@ pub struct Server {
     token: String,
     scratch: ScratchDir,
     rss: RssSampler,
+    /// The PostgreSQL database it runs on, if any; declared last so that it is dropped after the
+    /// process is gone. Shared by the servers of one database (part 13).
+    _database: Option<Arc<BenchDatabase>>,
 }
 
 impl Server {
-    /// Starts `binary` on a free loopback port with a fresh embedded store.
-    pub async fn start(binary: &Path, retry_schedule: &str) -> Result<Self> {
+    /// Starts `binary` on a free loopback port with a fresh store of the kind `store` names: a
+    /// fresh data directory, and on PostgreSQL a fresh database too.
+    pub async fn start(binary: &Path, store: &Store, retry_schedule: &str) -> Result<Self> {
+        let database = match store {
+            Store::Sqlite => None,
+            Store::Postgres { admin_url } => Some(Arc::new(BenchDatabase::create(admin_url).await?)),
+        };
+        Self::start_on(binary, database, retry_schedule).await
+    }
+
+    /// Starts `binary` on `database` (the embedded store when `None`). Servers started on the
+    /// same database share its admin token.
+    pub async fn start_on(binary: &Path, database: Option<Arc<BenchDatabase>>, retry_schedule: &str) -> Result<Self> {
         let scratch = ScratchDir::create()?;
-        let token = format!("bench-{}", scratch.unique);
+        let token = match &database {
+            Some(database) => format!("bench-{}", database.name()),
+            None => format!("bench-{}", scratch.unique),
+        };
         let log = std::fs::File::create(scratch.log())?;
         let mut command = Command::new(binary);
         command
@@ -102,6 +135,9 @@ impl Server {
             .stderr(log)
             .kill_on_drop(true);
         without_server_environment(&mut command);
+        if let Some(database) = &database {
+            command.args(["--database-url", database.url()]);
+        }
         let mut child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("the server exited at once")?;
         let stdout = child.stdout.take().context("the server's stdout")?;
@@ -112,7 +148,7 @@ impl Server {
                 bail!("{err:#}\n{}", scratch.log_tail());
             }
         };
-        Ok(Self { child, pid, url, token, rss: RssSampler::start(pid), scratch })
+        Ok(Self { child, pid, url, token, rss: RssSampler::start(pid), scratch, _database: database })
     }
 
     pub fn url(&self) -> &str {
@@ -152,7 +188,8 @@ impl Server {
 }
 
 /// A flag beats the environment, but a DATABASE_URL or a delivery timeout set in the caller's
-/// environment would still change what is measured, so the server gets none of them.
+/// environment would still change what is measured, so the server gets none of them (the store
+/// is chosen by the bench's own `--database-url`).
 fn without_server_environment(command: &mut Command) {
     command.env_remove("DATABASE_URL");
     for (name, _) in std::env::vars_os() {

@@ -2,7 +2,6 @@
 //! nothing listening (every attempt is refused), then a receiver starts on that port and the
 //! bench times the drain, samples the server's memory, and probes the API while it drains.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use crate::api::{Api, EndpointSpec};
 use crate::payload::{Batch, reserve_contacts};
 use crate::plan::Plan;
 use crate::receiver::{Receiver, SLOTS};
-use crate::server::Server;
+use crate::server::{Server, Subject};
 use crate::stats::{grouped, millis, per_second, percentile};
 
 /// The backlog endpoint's slot on its own receiver.
@@ -38,8 +37,8 @@ pub struct Backlog {
 }
 
 /// Runs the part on a fresh server, whose peak memory joins `peaks` however the part ends.
-pub async fn measure(plan: &Plan, binary: &Path, notes: &Notes, peaks: &mut Vec<f64>) -> Result<Backlog> {
-    let server = Server::start(binary, RETRY_SCHEDULE).await?;
+pub async fn measure(plan: &Plan, subject: &Subject, notes: &Notes, peaks: &mut Vec<f64>) -> Result<Backlog> {
+    let server = subject.start(RETRY_SCHEDULE).await?;
     let drained = drain(plan, &server, notes).await;
     if drained.is_err() {
         eprintln!("{}", server.log_tail());

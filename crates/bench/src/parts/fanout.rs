@@ -7,7 +7,6 @@
 //! commit here carries a handful of events, so what a delivery costs on its own (waking a lane,
 //! reading what it is owed, signing, sending, recording the outcome) decides the rate.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -20,15 +19,15 @@ use crate::api::{Api, EndpointSpec};
 use crate::payload::reserve_contacts;
 use crate::plan::Plan;
 use crate::receiver::Receiver;
-use crate::server::Server;
+use crate::server::{Server, Subject};
 use crate::stats::{grouped, per_second};
 
 /// This part's five endpoints on the shared receiver.
 pub const SLOTS: [usize; 5] = [10, 11, 12, 13, 14];
 
 /// Runs the part on a fresh server, whose peak memory joins `peaks` however the part ends.
-pub async fn measure(plan: &Plan, binary: &Path, receiver: &Receiver, peaks: &mut Vec<f64>) -> Result<f64> {
-    let server = Server::start(binary, RETRY_SCHEDULE).await?;
+pub async fn measure(plan: &Plan, subject: &Subject, receiver: &Receiver, peaks: &mut Vec<f64>) -> Result<f64> {
+    let server = subject.start(RETRY_SCHEDULE).await?;
     let measured = create_and_time(plan, &server, receiver).await;
     if measured.is_err() {
         eprintln!("{}", server.log_tail());
@@ -72,7 +71,7 @@ async fn create_and_time(plan: &Plan, server: &Server, receiver: &Receiver) -> R
 
 /// Takes creates off `left` one at a time until none are left; any failure ends the part,
 /// since every create must be delivered for the figure to count.
-async fn create_while_left(api: Api, left: Arc<AtomicU64>) -> Result<()> {
+pub(super) async fn create_while_left(api: Api, left: Arc<AtomicU64>) -> Result<()> {
     while left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
         if let Err(err) = api.create_contact(reserve_contacts(1)).await {
             bail!("a single create failed: {err:#}");

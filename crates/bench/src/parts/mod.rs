@@ -1,4 +1,4 @@
-//! The twelve parts of a run, in the issues' order, and what they share.
+//! The thirteen parts of a run, in the issues' order, and what they share.
 //!
 //! Parts 2 to 5 run against one server, started once with four endpoints on the receiver, as a
 //! user's server would be: every create in them queues four deliveries. Part 6 starts a server
@@ -6,11 +6,17 @@
 //! pages over a million deliveries), which runs before part 7 so that its server's memory counts.
 //! Part 9 (the disk's fsync) runs first; parts 10 (paced creates, one endpoint) and 11 (fan-out of
 //! single creates to five endpoints) start servers of their own after part 5; part 12 runs parts 1
-//! and 2 again pinned to one core, last. A part that fails is reported and the run goes on with
+//! and 2 again pinned to one core, last; part 13 (1, 2 and 3 servers on one PostgreSQL database)
+//! just before it. A part that fails is reported and the run goes on with
 //! the next one that can still run.
+//!
+//! Every server runs on the run's store (SQLite, or a fresh PostgreSQL database with
+//! `--database-url`). Comparing the two, each group of parts that shares servers runs on SQLite and
+//! then on PostgreSQL before the next group, so that the two sides of a ratio are minutes apart.
 
 mod api_rates;
 mod backlog;
+mod cluster;
 mod fanout;
 mod fsync;
 mod isolation;
@@ -22,7 +28,7 @@ mod raw_limit;
 mod ui_pages;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,10 +36,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 
 use crate::api::{Api, EndpointSpec};
+use crate::database::Store;
 use crate::plan::Plan;
 use crate::receiver::{Receiver, Shortfall, Snapshot};
 use crate::report::Figures;
-use crate::server::{self, Server};
+use crate::server::{self, Server, Subject};
 use crate::stats::{grouped, per_second};
 
 /// The receiver slots of the four endpoints of parts 2 to 5.
@@ -49,19 +56,30 @@ pub const MAX_IN_FLIGHT: u32 = 64;
 /// within the run.
 const RETRY_SCHEDULE: &str = "1s,1s,1s";
 
-/// What a run found.
-#[derive(Debug, Default)]
+/// What a run found on one store.
+#[derive(Debug)]
 pub struct Outcome {
+    pub store: Store,
     pub figures: Figures,
     /// One line per part that could not run to its end.
     pub failures: Vec<String>,
-    /// Things worth knowing that did not stop a part.
-    pub notes: Vec<String>,
+    /// The peak memory of every server started on this store, for part 7.
+    peaks: Vec<f64>,
+    /// Whether failure lines name the store (when a run compares two).
+    name_store: bool,
 }
 
 impl Outcome {
+    fn new(store: Store, name_store: bool) -> Self {
+        Self { store, figures: Figures::default(), failures: Vec::new(), peaks: Vec::new(), name_store }
+    }
+
     fn fail(&mut self, part: &str, err: &anyhow::Error) {
-        let line = format!("part {part}: {err:#}");
+        let line = if self.name_store {
+            format!("part {part} on {}: {err:#}", self.store.name())
+        } else {
+            format!("part {part}: {err:#}")
+        };
         eprintln!("FAILED {line}");
         self.failures.push(line);
     }
@@ -70,6 +88,14 @@ impl Outcome {
     fn keep<T>(&mut self, part: &str, result: Result<T>) -> Option<T> {
         result.map_err(|err| self.fail(part, &err)).ok()
     }
+}
+
+/// What a whole run found: one outcome per store, in the order the stores were given.
+#[derive(Debug)]
+pub struct Run {
+    pub outcomes: Vec<Outcome>,
+    /// Things worth knowing that did not stop a part.
+    pub notes: Vec<String>,
 }
 
 /// Notes gathered while the parts run, shown after the table.
@@ -107,47 +133,112 @@ impl Selection {
     fn any(self, parts: std::ops::RangeInclusive<u8>) -> bool {
         parts.into_iter().any(|part| self.has(part))
     }
+
+    /// Only the parts of `group` this selection has.
+    fn within(self, group: &[u8]) -> Self {
+        Selection(group.iter().fold(0, |bits, part| bits | (self.0 & (1 << part))))
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 }
 
-/// Runs the selected parts and gathers their figures.
-pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Selection) -> Result<Outcome> {
-    let mut outcome = Outcome::default();
+/// The parts that start servers, in the order they run; a group shares what it starts. When a
+/// run compares stores, each group runs on every store before the next group begins, so that the
+/// two sides of each comparison are taken minutes apart, not a whole run apart. Part 7 is read
+/// off the others' servers, and parts 1 and 9 measure the machine, once for every store.
+const SERVER_GROUPS: [&[u8]; 7] = [&[2, 3, 4, 5], &[10], &[11], &[6], &[8], &[13], &[12]];
+
+/// Runs the selected parts on each of `stores` and gathers their figures.
+pub async fn run(plan: &Plan, server_bin: Option<PathBuf>, selection: Selection, stores: &[Store]) -> Result<Run> {
     let notes = Notes::default();
     note_busy_machine(&notes);
     let receiver = Receiver::start(loopback(0)).await?;
+    let name_store = stores.len() > 1;
+    let mut outcomes: Vec<Outcome> = stores.iter().map(|store| Outcome::new(store.clone(), name_store)).collect();
 
-    if selection.has(9) {
-        progress(&format!("9/12 fsync: {} small writes, each synced, in the temp directory", plan.fsync_probes));
-        if let Some(fsync) = outcome.keep("9 (fsync)", fsync::measure(plan.fsync_probes).await) {
-            outcome.figures.fsync_p50_ms = Some(fsync.p50_ms);
-            outcome.figures.fsync_p99_ms = Some(fsync.p99_ms);
-            outcome.figures.fsync_max_ms = Some(fsync.max_ms);
-        }
-    }
-
-    if selection.has(1) {
-        progress(&format!(
-            "1/12 raw limit: a bare client, {} connections, {:?}",
-            plan.raw_connections, plan.raw_window
-        ));
-        let raw = raw_limit::measure(plan, &receiver).await;
-        outcome.figures.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
+    let machine = measure_machine(plan, &receiver, selection, &mut outcomes[0]).await;
+    for outcome in &mut outcomes {
+        outcome.figures.raw_limit_per_s = machine.raw_limit_per_s;
+        outcome.figures.fsync_p50_ms = machine.fsync_p50_ms;
+        outcome.figures.fsync_p99_ms = machine.fsync_p99_ms;
+        outcome.figures.fsync_max_ms = machine.fsync_max_ms;
     }
 
     let binary = match server::binary(server_bin) {
         Ok(binary) => binary,
         Err(err) => {
-            outcome.fail("2-8, 10-12 (no server to measure)", &err);
-            return Ok(outcome);
+            for outcome in &mut outcomes {
+                outcome.fail("2-8, 10-13 (no server to measure)", &err);
+            }
+            return Ok(Run { outcomes, notes: notes.take() });
         }
     };
-    let mut peaks = Vec::new();
+    for group in SERVER_GROUPS {
+        let parts = selection.within(group);
+        if parts.is_empty() {
+            continue;
+        }
+        for outcome in &mut outcomes {
+            let subject = Subject { binary: binary.clone(), store: outcome.store.clone() };
+            if name_store {
+                eprintln!("on {}:", subject.store.name());
+            }
+            run_group(plan, &subject, &receiver, &notes, outcome, parts).await;
+        }
+    }
+
+    // Part 7 is read off the sampler of every server the run started on the store.
+    if selection.has(7) {
+        for outcome in &mut outcomes {
+            outcome.figures.server_peak_rss_mb = outcome.peaks.iter().copied().reduce(f64::max);
+            if outcome.figures.server_peak_rss_mb.is_none() {
+                outcome.fail("7 (server memory)", &anyhow!("no server ran long enough to be sampled"));
+            }
+        }
+    }
+    Ok(Run { outcomes, notes: notes.take() })
+}
+
+/// Parts 9 (the disk's fsync) and 1 (the bare client's limit): what the machine allows, whatever
+/// the store. A failure is recorded in `outcome`.
+async fn measure_machine(plan: &Plan, receiver: &Receiver, selection: Selection, outcome: &mut Outcome) -> Figures {
+    let mut machine = Figures::default();
+    if selection.has(9) {
+        progress(&format!("9/13 fsync: {} small writes, each synced, in the temp directory", plan.fsync_probes));
+        if let Some(fsync) = outcome.keep("9 (fsync)", fsync::measure(plan.fsync_probes).await) {
+            machine.fsync_p50_ms = Some(fsync.p50_ms);
+            machine.fsync_p99_ms = Some(fsync.p99_ms);
+            machine.fsync_max_ms = Some(fsync.max_ms);
+        }
+    }
+    if selection.has(1) {
+        progress(&format!(
+            "1/13 raw limit: a bare client, {} connections, {:?}",
+            plan.raw_connections, plan.raw_window
+        ));
+        let raw = raw_limit::measure(plan, receiver).await;
+        machine.raw_limit_per_s = outcome.keep("1 (raw limit)", raw);
+    }
+    machine
+}
+
+/// Runs the parts of one of [`SERVER_GROUPS`] on the subject.
+async fn run_group(
+    plan: &Plan,
+    subject: &Subject,
+    receiver: &Receiver,
+    notes: &Notes,
+    outcome: &mut Outcome,
+    selection: Selection,
+) {
     if selection.any(2..=5) {
-        match Session::start(&binary, &receiver).await {
+        match Session::start(subject, receiver).await {
             Ok(session) => {
-                run_session_parts(plan, &session, &notes, &mut outcome, selection).await;
+                run_session_parts(plan, &session, notes, outcome, selection).await;
                 match session.server.stop().await {
-                    Ok(peak) => peaks.push(peak),
+                    Ok(peak) => outcome.peaks.push(peak),
                     Err(err) => outcome.fail("2-5 (stopping the server)", &err),
                 }
             }
@@ -157,10 +248,10 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(10) {
         progress(&format!(
-            "10/12 paced creates, one endpoint: 200/s, then 1,000/s {} times, {:?} each",
+            "10/13 paced creates, one endpoint: 200/s, then 1,000/s {} times, {:?} each",
             plan.paced_runs, plan.paced_window
         ));
-        let posts = paced_posts::measure(plan, &binary, &receiver, &notes, &mut peaks).await;
+        let posts = paced_posts::measure(plan, subject, receiver, notes, &mut outcome.peaks).await;
         if let Some(posts) = outcome.keep("10 (paced creates)", posts) {
             outcome.figures.paced200_post_p99_ms = Some(posts.p99_200_ms);
             outcome.figures.paced1000_post_p99_ms = Some(posts.p99_1000_ms());
@@ -172,12 +263,12 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(11) {
         progress(&format!(
-            "11/12 fan-out: {} single creates at concurrency {} x {} endpoints",
+            "11/13 fan-out: {} single creates at concurrency {} x {} endpoints",
             grouped(plan.fanout_creates),
             plan.fanout_concurrency,
             fanout::SLOTS.len()
         ));
-        let delivered = fanout::measure(plan, &binary, &receiver, &mut peaks).await;
+        let delivered = fanout::measure(plan, subject, receiver, &mut outcome.peaks).await;
         let delivered = outcome.keep("11 (fan-out)", delivered);
         outcome.figures.fanout5_deliveries_per_s = delivered;
         outcome.figures.fanout5_ratio =
@@ -186,10 +277,10 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(6) {
         progress(&format!(
-            "6/12 backlog: {} deliveries pending to a down endpoint, then up",
+            "6/13 backlog: {} deliveries pending to a down endpoint, then up",
             grouped(plan.backlog_deliveries)
         ));
-        let backlog = backlog::measure(plan, &binary, &notes, &mut peaks).await;
+        let backlog = backlog::measure(plan, subject, notes, &mut outcome.peaks).await;
         if let Some(backlog) = outcome.keep("6 (backlog)", backlog) {
             outcome.figures.backlog_drain_per_s = Some(backlog.drain_per_s);
             outcome.figures.backlog_peak_rss_mb = Some(backlog.peak_rss_mb);
@@ -199,10 +290,10 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
 
     if selection.has(8) {
         progress(&format!(
-            "8/12 web pages: the delivery log, the endpoints page and the contacts over {} deliveries",
+            "8/13 web pages: the delivery log, the endpoints page and the contacts over {} deliveries",
             grouped(plan.ui_deliveries)
         ));
-        let pages = ui_pages::measure(plan, &binary, &receiver, &mut peaks).await;
+        let pages = ui_pages::measure(plan, subject, receiver, &mut outcome.peaks).await;
         if let Some(pages) = outcome.keep("8 (web pages)", pages) {
             outcome.figures.ui_deliveries_page_ms = Some(pages.deliveries.p50_ms);
             outcome.figures.ui_deliveries_page_p99_ms = Some(pages.deliveries.p99_ms);
@@ -219,20 +310,35 @@ pub async fn run_all(plan: &Plan, server_bin: Option<PathBuf>, selection: Select
         }
     }
 
-    // Part 7 is read off the sampler of every server the run started.
-    if selection.has(7) {
-        outcome.figures.server_peak_rss_mb = peaks.into_iter().reduce(f64::max);
-        if outcome.figures.server_peak_rss_mb.is_none() {
-            outcome.fail("7 (server memory)", &anyhow!("no server ran long enough to be sampled"));
-        }
+    if selection.has(13) {
+        run_cluster_part(plan, subject, receiver, notes, outcome).await;
     }
+
     if selection.has(12) {
-        progress("12/12 one core: parts 1 and 2 again under `taskset -c 0`");
-        let pinned = one_core::measure(plan, &binary).await;
+        progress("12/13 one core: parts 1 and 2 again under `taskset -c 0`");
+        let pinned = one_core::measure(plan, subject).await;
         outcome.figures.one_core_ratio_to_limit = outcome.keep("12 (one core)", pinned);
     }
-    outcome.notes = notes.take();
-    Ok(outcome)
+}
+
+/// Part 13 with 1, 2 and 3 servers, each count on a database of its own; on SQLite, a note.
+async fn run_cluster_part(plan: &Plan, subject: &Subject, receiver: &Receiver, notes: &Notes, outcome: &mut Outcome) {
+    if subject.store == Store::Sqlite {
+        notes.add("part 13 (several servers on one database) runs only with --database-url: skipped on SQLite".into());
+        return;
+    }
+    for servers in 1..=cluster::MAX_SERVERS {
+        progress(&format!(
+            "13/13 one database, {servers} server(s): {} single creates spread over them x {} endpoints",
+            grouped(plan.cluster_creates),
+            cluster::SLOTS.len()
+        ));
+        let run = cluster::measure(plan, subject, receiver, servers, &mut outcome.peaks).await;
+        if let Some(run) = outcome.keep(&format!("13 ({servers} servers)"), run) {
+            outcome.figures.cluster_deliveries_per_s[servers - 1] = Some(run.deliveries_per_s);
+            outcome.figures.cluster_repeats[servers - 1] = Some(run.repeats as f64);
+        }
+    }
 }
 
 /// Parts 2 to 5 (those selected), on the shared server.
@@ -245,7 +351,7 @@ async fn run_session_parts(
 ) {
     if selection.has(2) {
         progress(&format!(
-            "2/12 deliveries: {} contacts x {} endpoints",
+            "2/13 deliveries: {} contacts x {} endpoints",
             grouped(plan.throughput_contacts),
             HEALTHY.len()
         ));
@@ -258,7 +364,7 @@ async fn run_session_parts(
 
     if selection.has(3) {
         progress(&format!(
-            "3/12 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
+            "3/13 API: single creates at concurrency {} for {:?}, then {} rows in bulk",
             plan.single_concurrency,
             plan.single_window,
             grouped(plan.bulk_rows)
@@ -270,7 +376,7 @@ async fn run_session_parts(
     }
 
     if selection.has(4) {
-        progress(&format!("4/12 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
+        progress(&format!("4/13 latency: {} events/s for {:?}", grouped(plan.latency_rate_per_s), plan.latency_window));
         if let Some(latency) = outcome.keep("4 (latency)", latency::measure(plan, session, notes).await) {
             outcome.figures.latency_p50_ms = Some(latency.p50_ms);
             outcome.figures.latency_p99_ms = Some(latency.p99_ms);
@@ -279,7 +385,7 @@ async fn run_session_parts(
 
     if selection.has(5) {
         progress(&format!(
-            "5/12 isolation: {} contacts without, then with, an endpoint that never answers",
+            "5/13 isolation: {} contacts without, then with, an endpoint that never answers",
             grouped(plan.isolation_contacts)
         ));
         let isolation = isolation::measure(plan, session, notes).await;
@@ -306,8 +412,8 @@ pub struct Session<'r> {
 }
 
 impl<'r> Session<'r> {
-    async fn start(binary: &Path, receiver: &'r Receiver) -> Result<Self> {
-        let server = Server::start(binary, RETRY_SCHEDULE).await?;
+    async fn start(subject: &Subject, receiver: &'r Receiver) -> Result<Self> {
+        let server = subject.start(RETRY_SCHEDULE).await?;
         let api = Api::new(server.url(), server.token())?;
         for slot in HEALTHY {
             let url = receiver.hook_url(slot);

@@ -7,20 +7,23 @@
 //! keeps the ratio's two sides comparable: the bare client of part 1 gets one core too. Tokio
 //! and the server size their thread pools from the affinity they start with, so both see one core.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use tokio::process::Command;
 
+use crate::database::Store;
 use crate::plan::Plan;
+use crate::server::Subject;
 
 /// The CPU everything is pinned to.
 const CPU: &str = "0";
 
-/// Runs parts 1 and 2 under `taskset -c 0` against `binary` and answers their ratio.
-pub async fn measure(plan: &Plan, binary: &Path) -> Result<f64> {
+/// Runs parts 1 and 2 under `taskset -c 0` against the subject (its binary, on its store) and
+/// answers their ratio.
+pub async fn measure(plan: &Plan, subject: &Subject) -> Result<f64> {
     let json = ScratchJson::new();
     let exe = std::env::current_exe().context("finding the bench's own executable")?;
     let mut command = Command::new("taskset");
@@ -28,7 +31,7 @@ pub async fn measure(plan: &Plan, binary: &Path) -> Result<f64> {
         .args(["-c", CPU])
         .arg(&exe)
         .args(["--part", "1", "--part", "2", "--server-bin"])
-        .arg(binary)
+        .arg(&subject.binary)
         .arg("--json")
         .arg(&json.path)
         .stdin(Stdio::null())
@@ -37,6 +40,10 @@ pub async fn measure(plan: &Plan, binary: &Path) -> Result<f64> {
         .kill_on_drop(true);
     if plan.quick {
         command.arg("--quick");
+    }
+    if let Store::Postgres { admin_url } = &subject.store {
+        // The database server is not pinned: only what the bench starts inherits the affinity.
+        command.args(["--database-url", admin_url.as_str()]);
     }
     // Its own raw window and deliveries, slower on one core, plus starting a server.
     let deadline = plan.raw_window + plan.delivery_deadline + Duration::from_secs(90);

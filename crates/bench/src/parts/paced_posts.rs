@@ -6,7 +6,6 @@
 //! dispatcher and the send, all in one figure. The 1,000/s phase runs `plan.paced_runs` times
 //! on the same server, one after another, so that a tail that comes and goes shows as a spread.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -17,7 +16,7 @@ use crate::api::{Api, EndpointSpec};
 use crate::payload::reserve_contacts;
 use crate::plan::Plan;
 use crate::receiver::{Arrivals, Receiver};
-use crate::server::Server;
+use crate::server::{Server, Subject};
 use crate::stats::{grouped, millis, percentile};
 
 /// This part's endpoint on the shared receiver (parts 2 to 5 use 1 to 5, part 8 6 and 7).
@@ -52,12 +51,12 @@ impl PacedPosts {
 /// Runs the part on a fresh server, whose peak memory joins `peaks` however the part ends.
 pub async fn measure(
     plan: &Plan,
-    binary: &Path,
+    subject: &Subject,
     receiver: &Receiver,
     notes: &Notes,
     peaks: &mut Vec<f64>,
 ) -> Result<PacedPosts> {
-    let server = Server::start(binary, RETRY_SCHEDULE).await?;
+    let server = subject.start(RETRY_SCHEDULE).await?;
     let measured = phases(plan, &server, receiver, notes).await;
     if measured.is_err() {
         eprintln!("{}", server.log_tail());

@@ -5,7 +5,6 @@
 //! one contact, for words every contact has, and for two letters, which the trigram index cannot
 //! answer), one request at a time after a warm-up.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -15,7 +14,7 @@ use super::{MAX_IN_FLIGHT, RETRY_SCHEDULE, shortfall_text};
 use crate::api::{Api, EndpointSpec};
 use crate::plan::Plan;
 use crate::receiver::Receiver;
-use crate::server::Server;
+use crate::server::{Server, Subject};
 use crate::stats::{grouped, millis, percentile};
 use crate::web::WebSession;
 
@@ -57,8 +56,8 @@ const CONTACT_ROW: &str = "data-record-id=\"con_";
 const COUNTS_EXPIRED: Duration = Duration::from_millis(1_500);
 
 /// Runs the part on a fresh server, whose peak memory joins `peaks` however the part ends.
-pub async fn measure(plan: &Plan, binary: &Path, receiver: &Receiver, peaks: &mut Vec<f64>) -> Result<UiPages> {
-    let server = Server::start(binary, RETRY_SCHEDULE).await?;
+pub async fn measure(plan: &Plan, subject: &Subject, receiver: &Receiver, peaks: &mut Vec<f64>) -> Result<UiPages> {
+    let server = subject.start(RETRY_SCHEDULE).await?;
     let measured = fill_and_time(plan, &server, receiver).await;
     if measured.is_err() {
         eprintln!("{}", server.log_tail());

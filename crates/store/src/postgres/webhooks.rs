@@ -582,13 +582,19 @@ pub(super) async fn due_deliveries(
              ORDER BY d.seq LIMIT $4",
         )
         .await?;
-    let rows = client.query(&statement, &[&endpoint, &after_key, &now_ms, &(limit as i64)]).await?;
+    // The rows due again and the endpoint's cursor are read in one round trip (pipelined).
+    let (rows, subscription) = tokio::try_join!(
+        async {
+            Ok::<_, StoreError>(client.query(&statement, &[&endpoint, &after_key, &now_ms, &(limit as i64)]).await?)
+        },
+        fanout::subscription(client, endpoint)
+    )?;
     let mut due = Vec::with_capacity(rows.len());
     for row in rows {
         let name: &str = row.try_get(2)?;
         due.push(due_delivery(tag, row.try_get(0)?, unsigned(row.try_get(1)?), name, row.try_get(3)?));
     }
-    if let Some(subscription) = fanout::subscription(client, endpoint).await?.filter(|s| s.active) {
+    if let Some(subscription) = subscription.filter(|s| s.active) {
         let query = fanout::OwedQuery {
             after: fanout::split_key(after_key).0 - 1,
             up_to: i64::MAX,
@@ -634,23 +640,35 @@ pub(super) async fn next_due_after(
     Ok(client.query_one(&statement, &[&endpoint, &now_ms]).await?.try_get(0)?)
 }
 
+/// Records a batch of attempts' outcomes. First attempts, nearly all of a busy dispatcher's, go in
+/// with one statement (one round trip for the batch, where a statement each made the recorder's
+/// commit as slow as thousands of round trips); retries, rarer, one at a time after them, so that a
+/// retry recorded in the same batch as its first attempt still follows it.
 pub(super) async fn record_outcomes(ctx: &mut WriteCtx, outcomes: &[Outcome]) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
+    let attempts: Vec<AttemptColumns<'_>> = outcomes
+        .iter()
+        .map(|outcome| {
+            let (status, next_attempt_at) = match &outcome.next {
+                NextStep::Succeeded => (DeliveryStatus::Succeeded, 0),
+                NextStep::RetryAt(at) => (DeliveryStatus::Pending, *at),
+                NextStep::Failed | NextStep::Gone { .. } => (DeliveryStatus::Failed, 0),
+            };
+            AttemptColumns::of(outcome, status, next_attempt_at, now)
+        })
+        .collect();
+    let firsts: Vec<&AttemptColumns<'_>> = attempts.iter().filter(|attempt| attempt.attempt == 1).collect();
+    let mut recorded = record_first_attempts(&ctx.client, &firsts).await?;
+    for attempt in attempts.iter().filter(|attempt| attempt.attempt != 1) {
+        if record_later_attempt(&ctx.client, attempt).await? {
+            recorded.insert(attempt.delivery_seq);
+        }
+    }
+
     // Endpoints whose owed deliveries got rows: their cursors may move up.
     let mut first_attempted = std::collections::BTreeSet::new();
     for outcome in outcomes {
-        let (status, next_attempt_at) = match &outcome.next {
-            NextStep::Succeeded => (DeliveryStatus::Succeeded, 0),
-            NextStep::RetryAt(at) => (DeliveryStatus::Pending, *at),
-            NextStep::Failed | NextStep::Gone { .. } => (DeliveryStatus::Failed, 0),
-        };
-        let attempt = AttemptColumns::of(outcome, status, next_attempt_at, now);
-        let recorded = if outcome.attempt == 1 {
-            record_first_attempt(&ctx.client, &attempt).await?
-        } else {
-            record_later_attempt(&ctx.client, &attempt).await?
-        };
-        if !recorded {
+        if !recorded.contains(&outcome.delivery_seq) {
             // Its endpoint was deleted meanwhile, or this attempt does not follow the recorded ones.
             continue;
         }
@@ -738,30 +756,90 @@ impl<'o> AttemptColumns<'o> {
     }
 }
 
-/// Writes a delivery's first attempt: a new row for an owed delivery, or the row of one written as
-/// pending (or of a test) that has no attempt yet. False when neither applies.
-async fn record_first_attempt(client: &ClientWrapper, attempt: &AttemptColumns<'_>) -> Result<bool, StoreError> {
-    let (event_seq, endpoint) = fanout::split_key(attempt.delivery_seq);
-    let endpoint = (endpoint != 0).then_some(endpoint);
+/// Writes deliveries' first attempts, with one statement: a new row for an owed delivery, or the
+/// row of one written as pending (or of a test) that has no attempt yet. Answers the seqs written;
+/// one is left out when neither applies (its endpoint was deleted, or the attempt was recorded).
+async fn record_first_attempts(
+    client: &ClientWrapper,
+    attempts: &[&AttemptColumns<'_>],
+) -> Result<std::collections::HashSet<i64>, StoreError> {
+    if attempts.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut columns = FirstAttemptColumns::default();
+    for attempt in attempts {
+        let (event_seq, endpoint) = fanout::split_key(attempt.delivery_seq);
+        columns.seq.push(attempt.delivery_seq);
+        columns.status.push(attempt.status);
+        columns.next_attempt_at.push(attempt.next_attempt_at);
+        columns.status_code.push(attempt.status_code);
+        columns.error.push(attempt.error.as_deref());
+        columns.started_at.push(attempt.started_at);
+        columns.duration_ms.push(attempt.duration_ms);
+        columns.response.push(attempt.response);
+        columns.event_seq.push(event_seq);
+        columns.endpoint_seq.push((endpoint != 0).then_some(endpoint));
+    }
+    // ON CONFLICT DO UPDATE may not touch one row twice in a statement; the dispatcher sends each
+    // delivery's first attempt once, and DISTINCT ON keeps that true whatever a caller passes.
     let statement = client
         .prepare_cached(
             "INSERT INTO deliveries AS d (seq, status, attempts, next_attempt_at, last_status_code, last_error, updated_at,
                  last_attempt_at, last_duration_ms, last_response, event_seq, endpoint_seq, created_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 COALESCE((SELECT created_at * 1000 FROM events WHERE seq = $11), $7)
-             WHERE EXISTS (SELECT 1 FROM endpoints WHERE seq = $12) OR EXISTS (SELECT 1 FROM deliveries WHERE seq = $1)
+             SELECT DISTINCT ON (u.seq) u.seq, u.status, 1, u.next_attempt_at, u.status_code, u.error, $11,
+                 u.started_at, u.duration_ms, u.response, u.event_seq, u.endpoint_seq,
+                 COALESCE((SELECT created_at * 1000 FROM events WHERE seq = u.event_seq), $11)
+             FROM UNNEST($1::BIGINT[], $2::INTEGER[], $3::BIGINT[], $4::INTEGER[], $5::TEXT[], $6::BIGINT[],
+                         $7::BIGINT[], $8::BYTEA[], $9::BIGINT[], $10::BIGINT[])
+                 AS u(seq, status, next_attempt_at, status_code, error, started_at, duration_ms, response,
+                      event_seq, endpoint_seq)
+             WHERE EXISTS (SELECT 1 FROM endpoints WHERE seq = u.endpoint_seq)
+                OR EXISTS (SELECT 1 FROM deliveries WHERE seq = u.seq)
+             ORDER BY u.seq
              ON CONFLICT (seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
                  next_attempt_at = excluded.next_attempt_at, last_status_code = excluded.last_status_code,
                  last_error = excluded.last_error, updated_at = excluded.updated_at,
                  last_attempt_at = excluded.last_attempt_at, last_duration_ms = excluded.last_duration_ms,
                  last_response = excluded.last_response
-             WHERE d.attempts = 0",
+             WHERE d.attempts = 0
+             RETURNING d.seq",
         )
         .await?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = attempt.params().to_vec();
-    params.push(&event_seq);
-    params.push(&endpoint);
-    Ok(client.execute(&statement, &params).await? > 0)
+    let now = attempts[0].now;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &columns.seq,
+                &columns.status,
+                &columns.next_attempt_at,
+                &columns.status_code,
+                &columns.error,
+                &columns.started_at,
+                &columns.duration_ms,
+                &columns.response,
+                &columns.event_seq,
+                &columns.endpoint_seq,
+                &now,
+            ],
+        )
+        .await?;
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+}
+
+/// First attempts' columns, one array each, for `UNNEST`.
+#[derive(Default)]
+struct FirstAttemptColumns<'o> {
+    seq: Vec<i64>,
+    status: Vec<i32>,
+    next_attempt_at: Vec<i64>,
+    status_code: Vec<Option<i32>>,
+    error: Vec<Option<&'o str>>,
+    started_at: Vec<i64>,
+    duration_ms: Vec<i64>,
+    response: Vec<&'o [u8]>,
+    event_seq: Vec<i64>,
+    endpoint_seq: Vec<Option<i64>>,
 }
 
 /// Writes a retry's outcome over the delivery's latest attempt, moving that one into the history.

@@ -92,6 +92,9 @@ pub(crate) struct WriteCtx {
     /// A savepoint could not be taken, released or rolled back (the kind of that error): the
     /// transaction may hold a failed job's work, so it must not commit.
     poisoned: Option<ErrorKind>,
+    /// The savepoint of the last job that succeeded is still open: it is released in the same round
+    /// trip as the next job's savepoint is taken (or by the commit), not in one of its own.
+    savepoint_open: bool,
 }
 
 impl WriteCtx {
@@ -128,7 +131,14 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let client = pool.get().await?;
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        let ctx = WriteCtx { client, state, changes: Changes::default(), last_event_seq: None, poisoned: None };
+        let ctx = WriteCtx {
+            client,
+            state,
+            changes: Changes::default(),
+            last_event_seq: None,
+            poisoned: None,
+            savepoint_open: false,
+        };
         tokio::spawn(run(pool, availability, ctx, jobs, feed));
         Ok(Writer { queue })
     }
@@ -170,7 +180,9 @@ where
     F: for<'a> FnOnce(&'a mut WriteCtx) -> BoxFuture<'a, Result<T, StoreError>>,
 {
     if undo == Undo::Savepoint {
-        savepoint(ctx, "SAVEPOINT job").await?;
+        let take = if ctx.savepoint_open { "RELEASE job; SAVEPOINT job" } else { "SAVEPOINT job" };
+        savepoint(ctx, take).await?;
+        ctx.savepoint_open = true;
     }
     let before = std::mem::take(&mut ctx.changes);
     let last_event_seq = ctx.last_event_seq;
@@ -182,9 +194,7 @@ where
     }
     match &result {
         Ok(_) => {
-            if undo == Undo::Savepoint {
-                savepoint(ctx, "RELEASE job").await?;
-            }
+            // Its savepoint stays open until the next job's is taken or the transaction commits.
             ctx.changes.endpoints.extend(changes.endpoints);
             ctx.changes.rescan.extend(changes.rescan);
             ctx.changes.settings_changed |= changes.settings_changed;
@@ -193,6 +203,8 @@ where
             // The seqs this job gave are undone with its events.
             ctx.last_event_seq = last_event_seq;
             if undo == Undo::Savepoint {
+                // The savepoint before it was released when this one was taken: none is left open.
+                ctx.savepoint_open = false;
                 savepoint(ctx, "ROLLBACK TO job; RELEASE job").await?;
             }
         }
@@ -266,6 +278,7 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
     while jobs.peek().is_some() {
         ctx.last_event_seq = None;
         ctx.poisoned = None;
+        ctx.savepoint_open = false;
         if let Err(err) = ctx.client.batch_execute(BEGIN).await {
             let err = StoreError::postgres("starting a transaction", err);
             tracing::error!(error = %err, "the writer could not start a transaction");
