@@ -12,6 +12,7 @@ mod hubspot;
 pub(crate) mod migrations;
 mod pipeline;
 mod records;
+mod transfer;
 mod web;
 mod webhooks;
 mod writer;
@@ -27,6 +28,7 @@ use tokio_postgres::NoTls;
 
 use crate::prepare::Preparer;
 use crate::*;
+pub use transfer::{export_postgres, import_postgres};
 use writer::{Writer, WriterState};
 
 /// How long a request waits for a free connection before it is answered with an error.
