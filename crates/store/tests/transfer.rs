@@ -48,10 +48,10 @@ async fn an_export_of_an_open_store_imports_with_its_search_rows_and_counters() 
     let imported = import_sqlite(to.path(), stream.as_slice()).unwrap();
     assert_eq!(imported, exported, "what was read is what was written");
     let moved = open(to.path());
-    assert_eq!(found(&moved, "2079460001").await, [ada.id.clone()], "the phone's digits find her");
-    assert_eq!(found(&moved, "ada").await, [ada.id.clone()]);
+    assert_eq!(found(&moved, "2079460001").await, [ada.id.as_str()], "the phone's digits find her");
+    assert_eq!(found(&moved, "ada").await, [ada.id.as_str()]);
     let newcomer = moved.create_record(&admin(), RecordKind::Contact, json!({"first_name": "Newcomer"})).await.unwrap();
-    assert_eq!(found(&moved, "newcomer").await, [newcomer.id.clone()]);
+    assert_eq!(found(&moved, "newcomer").await, [newcomer.id.as_str()]);
     assert!(newcomer.id != doomed.id && newcomer.id != ada.id, "{} is new", newcomer.id);
     assert_eq!(&newcomer.id[..8], &ada.id[..8], "the same tag: con_ and four letters");
 }

@@ -184,7 +184,10 @@ pub async fn import_postgres(url: &str, input: Box<dyn BufRead + Send>) -> Resul
     let reading = tokio::task::spawn_blocking(move || {
         let mut reader = match ImportReader::open(input) {
             Ok(reader) => reader,
-            Err(err) => return drop(items.blocking_send(Err(err))),
+            Err(err) => {
+                let _ = items.blocking_send(Err(err));
+                return;
+            }
         };
         if items.blocking_send(Ok(Read::Header(reader.header().clone()))).is_err() {
             return; // The import stopped.
