@@ -349,10 +349,6 @@ impl fmt::Display for TransferSummary {
     }
 }
 
-fn refused(message: impl Into<String>) -> StoreError {
-    StoreError::refused(message)
-}
-
 /// Writes a stream: the header, the rows of each table in turn, then the end line.
 pub(crate) struct ExportWriter<W: Write> {
     out: W,
@@ -463,10 +459,10 @@ impl<R: BufRead> ImportReader<R> {
         let mut input = input;
         let mut line = Vec::new();
         if !read_line(&mut input, &mut line, 1)? {
-            return Err(refused("the input is empty; give it the file `estate-crm export` wrote"));
+            return Err(StoreError::refused("the input is empty; give it the file `estate-crm export` wrote"));
         }
         let header: Header = serde_json::from_slice(&line).map_err(|err| {
-            refused(format!(
+            StoreError::refused(format!(
                 "the first line is not the header of an estate-crm export ({err}); give it the file `estate-crm export` wrote"
             ))
         })?;
@@ -535,17 +531,18 @@ impl<R: BufRead> ImportReader<R> {
     fn next_parsed(&mut self) -> Result<Parsed, StoreError> {
         self.line_number += 1;
         if !read_line(&mut self.input, &mut self.line, self.line_number)? {
-            return Err(refused(format!(
+            return Err(StoreError::refused(format!(
                 "the file ends after line {} without its end line: it was cut short; export it again",
                 self.line_number - 1
             )));
         }
         let n = self.line_number;
         let line: LineIn = serde_json::from_slice(&self.line)
-            .map_err(|err| refused(format!("line {n} is not a line of an estate-crm export ({err})")))?;
+            .map_err(|err| StoreError::refused(format!("line {n} is not a line of an estate-crm export ({err})")))?;
         match line {
             LineIn { table: Some(table), row: Some(row), end: None } => {
-                let (table, cells) = row_cells(&table, row).map_err(|why| refused(format!("line {n}: {why}")))?;
+                let (table, cells) =
+                    row_cells(&table, row).map_err(|why| StoreError::refused(format!("line {n}: {why}")))?;
                 *self.counts.entry(table.name).or_default() += 1;
                 if let (Some(Cell::Int(seq)), Some(first)) = (cells.first(), table.columns.first())
                     && first.name == "seq"
@@ -556,10 +553,10 @@ impl<R: BufRead> ImportReader<R> {
                 Ok(Parsed::Row(table, cells))
             }
             LineIn { table: None, row: None, end: Some(end) } => {
-                self.check_end(&end).map_err(|why| refused(format!("line {n}, the end line: {why}")))?;
+                self.check_end(&end).map_err(|why| StoreError::refused(format!("line {n}, the end line: {why}")))?;
                 Ok(Parsed::End)
             }
-            _ => Err(refused(format!(
+            _ => Err(StoreError::refused(format!(
                 "line {n} is neither a row ({{\"table\", \"row\"}}) nor the end line ({{\"end\"}})"
             ))),
         }
@@ -591,7 +588,10 @@ impl<R: BufRead> ImportReader<R> {
                 break;
             }
             if !self.line.iter().all(u8::is_ascii_whitespace) {
-                return Err(refused(format!("line {} follows the end line; export the file again", self.line_number)));
+                return Err(StoreError::refused(format!(
+                    "line {} follows the end line; export the file again",
+                    self.line_number
+                )));
             }
         }
         Ok(Item::End {
@@ -614,23 +614,26 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, number: u64) -> Resul
     if line.last() == Some(&b'\n') {
         line.pop();
     } else if u64::try_from(line.len()).unwrap_or(u64::MAX) > MAX_LINE_BYTES {
-        return Err(refused(format!("line {number} is longer than {} MiB", MAX_LINE_BYTES >> 20)));
+        return Err(StoreError::refused(format!("line {number} is longer than {} MiB", MAX_LINE_BYTES >> 20)));
     }
     Ok(true)
 }
 
 fn check_header(header: &Header) -> Result<(), StoreError> {
     if header.format != FORMAT_NAME {
-        return Err(refused(format!("the first line names the format {:?}, not {FORMAT_NAME:?}", header.format)));
+        return Err(StoreError::refused(format!(
+            "the first line names the format {:?}, not {FORMAT_NAME:?}",
+            header.format
+        )));
     }
     if header.version != FORMAT_VERSION {
-        return Err(refused(format!(
+        return Err(StoreError::refused(format!(
             "the file is in version {} of the export format; this estate-crm reads version {FORMAT_VERSION}",
             header.version
         )));
     }
     if header.tag.is_empty() || header.tag.len() > 16 || !header.tag.bytes().all(|b| b.is_ascii_lowercase()) {
-        return Err(refused(format!("the header's tag {:?} is not a database tag", header.tag)));
+        return Err(StoreError::refused(format!("the header's tag {:?} is not a database tag", header.tag)));
     }
     Ok(())
 }
