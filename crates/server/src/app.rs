@@ -201,7 +201,7 @@ pub async fn migrate(database: &Database, data_dir: &Path) -> anyhow::Result<()>
 }
 
 /// A database URL as it may be shown: without its password.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

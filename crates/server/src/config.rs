@@ -34,6 +34,61 @@ pub enum Command {
     Trigger(crate::cli::TriggerArgs),
     /// Applies the database migrations without serving (ahead of a rollout), then exits.
     Migrate(MigrateArgs),
+    /// Writes everything in a database as JSON lines, to move it to another (see docs/POSTGRES.md).
+    ///
+    /// Records, events, endpoints with their secrets, the delivery log, users with their password
+    /// hashes, API tokens (as hashes) and the HubSpot settings. The output holds secrets: keep it as
+    /// safe as the database (a file it writes is readable by you alone).
+    Export(ExportArgs),
+    /// Reads what `export` wrote into an empty database of either kind, then exits.
+    ///
+    /// The database must be new (a new --data-dir, or a database made with createdb that no server
+    /// has used); it is migrated first if it needs it. Everything is imported in one transaction,
+    /// so a failed import leaves nothing behind. Ids, secrets and tokens stay the same.
+    Import(ImportArgs),
+}
+
+/// `estate-crm export`'s flags: the database to read, as `serve` chooses it, and where to write.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory whose embedded database to export.
+    #[arg(long, env = "ESTATE_CRM_DATA_DIR", default_value = "./estate-crm-data")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL to export instead of the embedded database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The file to write (made readable by you alone; it holds endpoint secrets and password
+    /// hashes). Default: standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    /// Which database to read.
+    pub fn database(&self) -> anyhow::Result<Database> {
+        database(self.database_url.clone(), 1)
+    }
+}
+
+/// `estate-crm import`'s flags: the database to fill, as `serve` chooses it, and what to read.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The data directory to import into (a new one; made if missing).
+    #[arg(long, env = "ESTATE_CRM_DATA_DIR", default_value = "./estate-crm-data")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL to import into instead of the embedded database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The file `estate-crm export` wrote. Default: standard input.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+impl ImportArgs {
+    /// Which database to fill.
+    pub fn database(&self) -> anyhow::Result<Database> {
+        database(self.database_url.clone(), 1)
+    }
 }
 
 /// `estate-crm migrate`'s flags: the same database choice as `serve`.

@@ -43,5 +43,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(estate_crm::migrate(&database, &args.data_dir))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export(args) => {
+            estate_crm::cli::export(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            estate_crm::cli::import(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

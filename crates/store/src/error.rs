@@ -79,6 +79,12 @@ impl StoreError {
         self.kind == ErrorKind::Unavailable
     }
 
+    /// A refusal said in full, with no cause behind it (a file that is not an export, a database
+    /// that is not empty).
+    pub(crate) fn refused(message: impl Into<String>) -> Self {
+        StoreError { kind: ErrorKind::Internal, context: message.into(), source: None }
+    }
+
     /// The same error again, for a group commit that failed for every request in it.
     pub(crate) fn shared(&self) -> Self {
         StoreError { kind: self.kind.clone(), context: format!("{self}"), source: None }

@@ -24,6 +24,7 @@ pub mod pipeline;
 mod postgres;
 mod prepare;
 mod sqlite;
+mod transfer;
 mod types;
 
 use async_trait::async_trait;
@@ -35,8 +36,9 @@ pub use contacts::*;
 pub use error::{ErrorKind, StoreError};
 pub use hubspot::*;
 pub use pipeline::{DueTasks, RecordQuery, Scope, StageTotal};
-pub use postgres::{LeaseTtl, PgConfig, PgStore, migrate_postgres};
-pub use sqlite::{SqliteConfig, SqliteStore, migrate_sqlite};
+pub use postgres::{LeaseTtl, PgConfig, PgStore, export_postgres, import_postgres, migrate_postgres};
+pub use sqlite::{SqliteConfig, SqliteStore, export_sqlite, import_sqlite, migrate_sqlite};
+pub use transfer::{SourceStore, TransferSummary};
 pub use types::*;
 
 /// What the server and the dispatcher need from storage. Implementations keep the transactional

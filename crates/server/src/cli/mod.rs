@@ -1,12 +1,15 @@
 //! The developer tools beside `serve`: `listen` (a local receiver that prints and checks each
 //! webhook), `verify` (checks one webhook given by hand) and `trigger` (asks a server to send a
-//! sample of an event).
+//! sample of an event), and `export` / `import`, which move a database to another (the stream's
+//! format and both stores' sides are in `estate_crm_store`; this module opens files and says what
+//! was moved).
 //!
 //! Signatures are checked by `estate_crm_webhooks::verify`, next to the code that makes them, so
 //! the tools and the server cannot disagree about a signature; this module only gathers the
 //! headers and words the verdict.
 
 mod listen;
+mod transfer;
 mod trigger;
 mod verify;
 
@@ -22,6 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub use listen::listen;
+pub use transfer::{export, import};
 pub use trigger::trigger;
 pub use verify::verify;
 

@@ -85,6 +85,13 @@ impl TestApp {
         self.child.wait().expect("the killed server is reaped");
     }
 
+    /// Starts an embedded-database server on a data directory that holds a database already (one
+    /// made by `estate-crm import`).
+    pub async fn spawn_in(data_dir: Arc<tempfile::TempDir>) -> TestApp {
+        let args = ["--allow-private-targets", "--retry-schedule", "200ms,200ms"].map(str::to_owned).to_vec();
+        TestApp::start(data_dir, None, args).await
+    }
+
     /// Starts a server as it runs in production: webhooks may go to public addresses only.
     pub async fn spawn_public_only() -> TestApp {
         TestApp::spawn_args(&[], &[]).await

@@ -14,6 +14,7 @@ mod hubspot;
 pub(crate) mod migrations;
 mod pipeline;
 mod records;
+mod transfer;
 mod web;
 mod webhooks;
 mod writer;
@@ -31,6 +32,7 @@ use crate::prepare::Preparer;
 use crate::*;
 use availability::Availability;
 pub use cluster::LeaseTtl;
+pub use transfer::{export_postgres, import_postgres};
 use writer::{Writer, WriterState};
 
 /// How long a request waits for a free connection before it is answered with an error.

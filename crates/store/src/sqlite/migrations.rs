@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::{SchemaVersions, StoreError};
 
 /// Each entry moves the schema one version up. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: records, events, webhooks, users.
     r#"
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;

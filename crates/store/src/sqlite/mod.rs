@@ -9,6 +9,7 @@ mod hubspot;
 mod migrations;
 mod pipeline;
 mod records;
+mod transfer;
 mod web;
 mod webhooks;
 mod writer;
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::*;
+pub use transfer::{export_sqlite, import_sqlite};
 use writer::{Writer, WriterState};
 
 /// How many idle reader connections are kept open.
