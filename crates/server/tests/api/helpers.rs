@@ -118,6 +118,9 @@ impl TestApp {
         let mut spawn_args = args.clone();
         if let Some(database) = &database {
             spawn_args.extend(["--database-url".to_owned(), database.url.clone()]);
+            // A server restarted after a kill waits for its predecessor's leases to expire: short
+            // ones keep those tests quick. First, so that a test's own `--lease-ttl` wins.
+            spawn_args.splice(0..0, ["--lease-ttl".to_owned(), "2s".to_owned()]);
         }
         let (child, address, output) = tokio::task::spawn_blocking(move || {
             let mut child = Command::new(env!("CARGO_BIN_EXE_estate-crm"))

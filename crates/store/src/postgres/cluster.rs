@@ -51,6 +51,8 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The shortest time between two looks of the keeper, however many rechecks are asked for.
 const RECHECK_SPACING: Duration = Duration::from_millis(20);
+/// How soon the keeper tries again after a look failed.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
 /// Servers and leases unseen for this long are removed (they are only a name and a time).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
 /// How many looks between two removals of the forgotten.
@@ -164,13 +166,21 @@ impl Keeper {
             }
             let forget = looks.is_multiple_of(FORGET_EVERY);
             looks = looks.wrapping_add(1);
-            match tokio::time::timeout(self.ttl.renew_every(), self.look(forget)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::warn!(error = %err, "could not renew this server's leases"),
-                Err(_) => tracing::warn!("renewing this server's leases took too long"),
-            }
+            let looked = match tokio::time::timeout(self.ttl.renew_every(), self.look(forget)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "could not renew this server's leases; trying again");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("renewing this server's leases took too long; trying again");
+                    false
+                }
+            };
             tokio::time::sleep(RECHECK_SPACING).await;
-            self.leases.wait_for_recheck(self.ttl.renew_every()).await;
+            // After a failure, again soon: the leases are trusted only so long past their renewal.
+            let next = if looked { self.ttl.renew_every() } else { RETRY_AFTER };
+            self.leases.wait_for_recheck(next).await;
         }
     }
 
