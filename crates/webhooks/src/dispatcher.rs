@@ -122,7 +122,7 @@ impl Dispatcher {
             leases: leases.clone(),
             shutdown: shutdown.clone(),
         });
-        let mut lanes: HashMap<String, Lane> = HashMap::new();
+        let mut lanes = Lanes::default();
         // Set while the lanes may not match the endpoints because a read of them failed (the
         // database was down): they are read again then, or a settings change would be missed.
         let mut resync_at = self.sync_lanes(&shared, &mut lanes, &shutdown).await;
@@ -150,20 +150,23 @@ impl Dispatcher {
                 resync_at = self.sync_lanes(&shared, &mut lanes, &shutdown).await;
             }
             for id in &changes.rescan {
-                if let Some(lane) = lanes.get(id) {
+                if let Some(lane) = lanes.running.get(id) {
                     lane.signal.rescan.store(true, Ordering::Relaxed);
                     lane.signal.wake.notify_one();
                 }
             }
             for id in &changes.endpoints {
-                if let Some(lane) = lanes.get(id) {
+                if let Some(lane) = lanes.running.get(id) {
                     lane.signal.wake.notify_one();
                 }
             }
         }
         drop(shared);
-        for (_, lane) in lanes {
+        for (_, lane) in lanes.running {
             let _ = lane.task.await;
+        }
+        for (_, task) in lanes.stopping {
+            let _ = task.await;
         }
         let _ = recorder.await;
     }
@@ -174,7 +177,7 @@ impl Dispatcher {
     async fn sync_lanes(
         &self,
         shared: &Arc<Shared>,
-        lanes: &mut HashMap<String, Lane>,
+        lanes: &mut Lanes,
         shutdown: &CancellationToken,
     ) -> Option<tokio::time::Instant> {
         let endpoints = match self.active_endpoints(&shared.leases).await {
@@ -185,23 +188,25 @@ impl Dispatcher {
             }
         };
         let active: HashSet<String> = endpoints.iter().map(|e| e.id.clone()).collect();
-        lanes.retain(|id, lane| {
-            let keep = active.contains(id);
-            if !keep {
+        lanes.stopping.retain(|_, task| !task.is_finished());
+        for id in lanes.running.keys().filter(|id| !active.contains(*id)).cloned().collect::<Vec<_>>() {
+            if let Some(lane) = lanes.running.remove(&id) {
                 lane.stop.cancel();
+                lanes.stopping.insert(id, lane.task);
             }
-            keep
-        });
+        }
         for endpoint in endpoints {
             let settings = Arc::new(LaneSettings::new(endpoint, &self.config.default_schedule));
-            match lanes.get(&settings.endpoint.id) {
+            match lanes.running.get(&settings.endpoint.id) {
                 Some(lane) => {
                     lane.settings.send_replace(settings);
                     lane.signal.wake.notify_one();
                 }
                 None => {
                     let id = settings.endpoint.id.clone();
-                    lanes.insert(id, Lane::start(shared.clone(), settings, shutdown.child_token()));
+                    let previous = lanes.stopping.remove(&id);
+                    let lane = Lane::start(shared.clone(), settings, previous, shutdown.child_token());
+                    lanes.running.insert(id, lane);
                 }
             }
         }
@@ -249,6 +254,14 @@ impl LaneSettings {
         let schedule = endpoint.retry_schedule.clone().unwrap_or_else(|| default_schedule.clone());
         LaneSettings { endpoint, url, schedule }
     }
+}
+
+/// The lanes: those running, and those stopped but still ending their attempts (an endpoint made
+/// inactive, deleted or handed to another server), which a new lane of the same endpoint waits for.
+#[derive(Default)]
+struct Lanes {
+    running: HashMap<String, Lane>,
+    stopping: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 /// How the rest of the dispatcher reaches a lane.
@@ -340,13 +353,26 @@ impl Signal {
 }
 
 impl Lane {
-    fn start(shared: Arc<Shared>, settings: Arc<LaneSettings>, stop: CancellationToken) -> Lane {
+    /// Starts a lane; if an earlier lane of the endpoint is still stopping, this one begins once that
+    /// one has ended, so that an attempt of the old lane is never started again by the new one.
+    fn start(
+        shared: Arc<Shared>,
+        settings: Arc<LaneSettings>,
+        previous: Option<tokio::task::JoinHandle<()>>,
+        stop: CancellationToken,
+    ) -> Lane {
         // In use from before the lane's first check of the lease to after its last outcome.
         let lease = shared.leases.use_lease(&settings.endpoint.id);
         let (settings_tx, settings_rx) = watch::channel(settings);
         let signal = Arc::new(Signal::default());
         let worker = LaneWorker { shared, settings: settings_rx, signal: signal.clone(), stop: stop.clone(), lease };
-        Lane { settings: settings_tx, signal, stop, task: tokio::spawn(worker.run()) }
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            worker.run().await;
+        });
+        Lane { settings: settings_tx, signal, stop, task }
     }
 }
 
