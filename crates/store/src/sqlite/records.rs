@@ -221,6 +221,8 @@ fn insert_chunk(
         })
         .collect();
     insert_events(ctx.tx, &events)?;
+    // Numbered by SQLite in one statement: the in-memory ring of recent events starts again after them.
+    ctx.recent.forget_events();
     let mut woken: Vec<EventName> = Vec::new();
     for (name, _, _, _) in &events {
         if !woken.contains(name) {
@@ -411,7 +413,7 @@ fn record_events(ctx: &mut WriteCtx<'_>, events: Vec<PendingEvent>, now: Timesta
 /// Stores an event; `record_seq` is the record it is about (none for a test), which a record's
 /// webhook timeline reads it by.
 pub(super) fn insert_event(
-    ctx: &WriteCtx<'_>,
+    ctx: &mut WriteCtx<'_>,
     name: EventName,
     created_at: i64,
     body: &[u8],
@@ -420,7 +422,9 @@ pub(super) fn insert_event(
     ctx.tx
         .prepare_cached("INSERT INTO events (name, created_at, body, record_seq) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![name.as_str(), created_at, body, record_seq])?;
-    Ok(ctx.tx.last_insert_rowid())
+    let seq = ctx.tx.last_insert_rowid();
+    ctx.recent.event(seq, name, body);
+    Ok(seq)
 }
 
 pub(super) const RECORD_COLUMNS: &str = "seq, kind, created_by, created_at, updated_at, fields";

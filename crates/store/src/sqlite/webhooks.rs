@@ -87,7 +87,7 @@ fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn endpoint_seq(tag: &str, id: &str) -> Result<i64, StoreError> {
+pub(super) fn endpoint_seq(tag: &str, id: &str) -> Result<i64, StoreError> {
     ids::parse(ENDPOINT_PREFIX, tag, id).ok_or_else(|| StoreError::not_found("no endpoint has this id"))
 }
 
@@ -190,7 +190,7 @@ fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointP
     if new.events != old.events || new.active != old.active {
         let subscription = fanout::subscription(ctx.tx, seq)?
             .ok_or_else(|| StoreError::internal("changing an endpoint", "it vanished"))?;
-        fanout::settle_subscription(ctx.tx, &subscription, now)?;
+        settle(ctx, &subscription, now)?;
     }
     ctx.tx
         .prepare_cached(
@@ -217,6 +217,22 @@ fn apply_patch(ctx: &mut WriteCtx<'_>, seq: i64, old: Endpoint, patch: EndpointP
     ctx.changes.settings_changed = true;
     new.updated_at = millis(now);
     Ok(new)
+}
+
+/// Settles a subscription about to change (see `fanout::settle_subscription`) and notes its
+/// pending rows for the in-memory reads (`recent`). Any settings change drops every view anyway;
+/// the rows' newest event keeps later reads from before it going to memory.
+fn settle(ctx: &mut WriteCtx<'_>, old: &fanout::Subscription, now_ms: i64) -> Result<(), StoreError> {
+    fanout::settle_subscription(ctx.tx, old, now_ms)?;
+    let newest_pending: Option<i64> = ctx
+        .tx
+        .prepare_cached("SELECT MAX(seq) FROM deliveries WHERE endpoint_seq = ?1 AND status = 0")?
+        .query_row([old.seq], |row| row.get(0))?;
+    if let Some(key) = newest_pending {
+        ctx.recent.row(old.seq, fanout::split_key(key).0);
+        ctx.recent.pending(old.seq);
+    }
+    Ok(())
 }
 
 /// Gives an endpoint a new secret; the one it replaces keeps signing for `grace_ms` (none when 0).
@@ -502,6 +518,7 @@ pub(super) fn retry_delivery(ctx: &mut WriteCtx<'_>, id: &str, now_ms: i64) -> R
         params![seq, now_ms],
     )?;
     let endpoint_id = ids::format(ENDPOINT_PREFIX, &ctx.state.tag, endpoint);
+    ctx.recent.pending(endpoint);
     ctx.changes.rescan.insert(endpoint_id.clone());
     Ok(endpoint_id)
 }
@@ -513,6 +530,7 @@ pub(super) fn retry_failed(ctx: &mut WriteCtx<'_>, endpoint_id: &str, now_ms: i6
         "UPDATE deliveries SET status = 0, next_attempt_at = ?2, updated_at = ?2 WHERE endpoint_seq = ?1 AND status = 2",
         params![seq, now_ms],
     )?;
+    ctx.recent.pending(seq);
     ctx.changes.rescan.insert(endpoint_id.to_owned());
     Ok(changed as u64)
 }
@@ -558,7 +576,7 @@ pub(super) fn due_deliveries(
     )?;
     let rows = statement.query_map(params![endpoint, after_key, now_ms, limit as i64], |row| {
         let name: String = row.get(2)?;
-        Ok(due_delivery(tag, row.get(0)?, row.get(1)?, &name, row.get(3)?))
+        Ok(due_delivery(tag, row.get(0)?, row.get(1)?, event_name(&name), Bytes::from(row.get::<_, Vec<u8>>(3)?)))
     })?;
     let mut due = rows.collect::<Result<Vec<_>, _>>()?;
     if let Some(subscription) = fanout::subscription(conn, endpoint)?.filter(|s| s.active) {
@@ -576,7 +594,7 @@ pub(super) fn due_deliveries(
         for owed in fanout::owed_events(conn, &subscription, &query)? {
             let key = fanout::delivery_key(owed.seq, endpoint);
             if key > after_key {
-                due.push(due_delivery(tag, key, 0, &owed.name, owed.body.unwrap_or_default()));
+                due.push(due_delivery(tag, key, 0, event_name(&owed.name), Bytes::from(owed.body.unwrap_or_default())));
             }
         }
         due.sort_unstable_by_key(|delivery| delivery.seq);
@@ -585,14 +603,24 @@ pub(super) fn due_deliveries(
     Ok(due)
 }
 
-fn due_delivery(tag: &str, key: i64, attempts: u32, name: &str, body: Vec<u8>) -> DueDelivery {
-    DueDelivery {
-        seq: key,
-        id: ids::format(DELIVERY_PREFIX, tag, key),
-        attempts,
-        event: EventName::parse(name).unwrap_or(EventName::WebhookTest),
-        body: Bytes::from(body),
-    }
+pub(super) fn due_delivery(tag: &str, key: i64, attempts: u32, event: EventName, body: Bytes) -> DueDelivery {
+    DueDelivery { seq: key, id: ids::format(DELIVERY_PREFIX, tag, key), attempts, event, body }
+}
+
+fn event_name(name: &str) -> EventName {
+    EventName::parse(name).unwrap_or(EventName::WebhookTest)
+}
+
+/// What memory needs to answer an endpoint's next reads (see `recent`): its subscription, when it
+/// is active and has no pending row (a row due again is only found in the database).
+pub(super) fn lane_view(conn: &Connection, endpoint: i64) -> Result<Option<super::recent::View>, StoreError> {
+    let Some(subscription) = fanout::subscription(conn, endpoint)?.filter(|s| s.active) else {
+        return Ok(None);
+    };
+    let pending: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_seq = ?1 AND status = 0)")?
+        .query_row([endpoint], |row| row.get(0))?;
+    Ok((!pending).then_some(super::recent::View { events: subscription.events, floor: subscription.cursor }))
 }
 
 pub(super) fn next_due_after(
@@ -629,7 +657,11 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
             // follow the recorded ones (a stale copy), and must not overwrite them.
             continue;
         }
-        let (_, endpoint) = fanout::split_key(outcome.delivery_seq);
+        let (event_seq, endpoint) = fanout::split_key(outcome.delivery_seq);
+        ctx.recent.row(endpoint, event_seq);
+        if status == DeliveryStatus::Pending {
+            ctx.recent.pending(endpoint);
+        }
         if outcome.attempt == 1 && endpoint != 0 {
             first_attempted.insert(endpoint);
         }
@@ -642,7 +674,7 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
             && let Some(subscription) = fanout::subscription(ctx.tx, endpoint)?
         {
             // What it is still owed stays in the log as pending, as if the endpoint were paused.
-            fanout::settle_subscription(ctx.tx, &subscription, now)?;
+            settle(ctx, &subscription, now)?;
             ctx.tx.execute(
                 "UPDATE endpoints SET active = 0, disabled_reason = ?2, updated_at = ?3 WHERE seq = ?1",
                 params![endpoint, reason, now],
@@ -773,6 +805,10 @@ pub(super) fn purge(ctx: &mut WriteCtx<'_>, before_ms: i64) -> Result<u64, Store
     )?;
     ctx.tx.execute("DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM purge_batch)", [])?;
     let deliveries = ctx.tx.execute("DELETE FROM deliveries WHERE seq IN (SELECT seq FROM purge_batch)", [])?;
+    if deliveries > 0 {
+        // An event whose row went may read as owed again in the database; memory must not differ.
+        ctx.recent.forget_events();
+    }
     // Delivery keys sort by event, so the oldest delivery left names the oldest event a row still
     // refers to; every older event is unreferenced by rows. (Cheaper than an index on `event_seq`.)
     // Events after an active endpoint's cursor may be owed to it, so they stay; an endpoint owed

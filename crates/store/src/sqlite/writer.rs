@@ -40,6 +40,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
+use super::recent::{Recent, RecentNotes};
 use crate::{ChangeFeed, Changes, StoreError};
 
 /// How many requests one commit may carry. Bounds the latency a request waits behind others.
@@ -94,6 +95,8 @@ pub(crate) struct WriteCtx<'a> {
     pub state: &'a mut WriterState,
     /// What this job changed that the dispatcher must hear of.
     pub changes: &'a mut Changes,
+    /// What this job wrote that the in-memory ring of recent events must hear of.
+    pub recent: &'a mut RecentNotes,
 }
 
 /// An active endpoint as waking its lane needs it.
@@ -110,6 +113,8 @@ pub(crate) struct WriterState {
     pub preparer: crate::prepare::Preparer,
     /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
+    /// Recent events for the lanes' reads, told of each commit before anyone is answered.
+    pub recent: Arc<Recent>,
 }
 
 /// The handle requests use to reach the writer.
@@ -174,7 +179,8 @@ fn run_job<T>(
         ctx.tx.execute_batch("SAVEPOINT job")?;
     }
     let mut changes = Changes::default();
-    let result = work(&mut WriteCtx { tx: ctx.tx, state: &mut *ctx.state, changes: &mut changes });
+    let mut recent = RecentNotes::default();
+    let result = work(&mut WriteCtx { tx: ctx.tx, state: &mut *ctx.state, changes: &mut changes, recent: &mut recent });
     let settings_changed = changes.settings_changed;
     if result.is_ok() {
         if undo == Undo::Savepoint {
@@ -183,6 +189,7 @@ fn run_job<T>(
         ctx.changes.endpoints.extend(changes.endpoints);
         ctx.changes.rescan.extend(changes.rescan);
         ctx.changes.settings_changed |= settings_changed;
+        ctx.recent.absorb(recent);
     } else if undo == Undo::Savepoint {
         ctx.tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
     }
@@ -298,6 +305,7 @@ fn commit_batch(
     commit_took: &mut Duration,
 ) -> Result<(), ()> {
     let mut jobs = batch.drain(..).peekable();
+    let mut recent = RecentNotes::default();
     while jobs.peek().is_some() {
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
@@ -308,7 +316,7 @@ fn commit_batch(
                 return Err(());
             }
         };
-        let mut ctx = WriteCtx { tx: &tx, state: &mut *state, changes: &mut *changes };
+        let mut ctx = WriteCtx { tx: &tx, state: &mut *state, changes: &mut *changes, recent: &mut recent };
         let first = jobs.next().expect("a job is waiting");
         let (reply, end) = (first.work)(&mut ctx, Undo::Transaction);
         if end == JobEnd::RollBack {
@@ -325,8 +333,13 @@ fn commit_batch(
         let commit_started = Instant::now();
         let committed = tx.commit().map_err(|err| StoreError::internal("committing", err));
         *commit_took = commit_started.elapsed();
-        if let Err(err) = &committed {
-            tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error");
+        match &committed {
+            // Before the answers and the wake-ups: a read that follows either must find the commit's
+            // events in memory.
+            Ok(()) => state.recent.apply(recent, changes.settings_changed),
+            Err(err) => {
+                tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error")
+            }
         }
         for reply in replies {
             reply(committed.as_ref().map(|_| ()));
