@@ -206,7 +206,7 @@ pub(super) async fn insert_prepared(
     let created_at = prepared.now.timestamp();
     let events: Vec<_> =
         prepared.events.iter().map(|(name, body)| (*name, created_at, body.as_slice(), Some(prepared.seq))).collect();
-    let first_event = ctx.next_event_seqs(events.len()).await?;
+    let first_event = ctx.next_event_seqs(events.len());
     let record = std::iter::once((prepared.seq, &prepared.record, &prepared.columns));
     let (inserted, ()) =
         tokio::try_join!(insert_records(ctx, record), insert_numbered_events(ctx, first_event, &events))?;
@@ -274,7 +274,7 @@ async fn insert_run(
         .collect();
     // Both inserts travel together (see `insert_prepared`); a row refused for its email fails the
     // job, whose undoing takes the events back too.
-    let first_event = ctx.next_event_seqs(events.len()).await?;
+    let first_event = ctx.next_event_seqs(events.len());
     let records = rows.iter().map(|(_, row)| (row.seq, &row.record, &row.columns));
     let (inserted, ()) =
         tokio::try_join!(insert_records(ctx, records), insert_numbered_events(ctx, first_event, &events))?;
@@ -463,7 +463,7 @@ pub(super) async fn insert_events(
     if events.is_empty() {
         return Ok(0);
     }
-    let first = ctx.next_event_seqs(events.len()).await?;
+    let first = ctx.next_event_seqs(events.len());
     insert_numbered_events(ctx, first, events).await?;
     Ok(first)
 }

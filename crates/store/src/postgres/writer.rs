@@ -11,8 +11,9 @@
 //! before it is settled). A sequence would hand out numbers before commit, so a reader could see
 //! seq 11 committed while seq 10 is still in flight, move a cursor past 10 and never deliver it.
 //! Instead, every transaction of the writer begins by taking a transaction-level advisory lock,
-//! sent with `BEGIN` in the same round trip and held until the commit; the first event of the
-//! transaction reads the newest seq and numbers on from it. Within a server there is one writer, so
+//! sent with `BEGIN` in the same round trip and held until the commit; that round trip then reads
+//! the newest seq (under the lock, so it is the last committed one) and the transaction's events
+//! number on from it. Within a server there is one writer, so
 //! the lock costs nothing; servers sharing the database take turns, a whole batch per turn. Taking
 //! it first, always, means writers of different servers never wait for each other in two orders (a
 //! lock taken only at the first event could be waited for while holding a row another writer needs).
@@ -20,10 +21,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use deadpool_postgres::{Object, Pool};
 use estate_crm_domain::webhook::EventFilter;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::SimpleQueryMessage;
 
 use super::availability::Availability;
 use crate::{ChangeFeed, Changes, ErrorKind, StoreError};
@@ -32,9 +36,12 @@ use crate::{ChangeFeed, Changes, ErrorKind, StoreError};
 const MAX_BATCH: usize = 512;
 /// How many requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
+/// The log target of the timings (as the SQLite store's).
+const TIMING: &str = "estate_crm::timing";
 /// How every writer transaction begins: with the writers' advisory lock ("events" in ASCII), held
-/// to its commit.
-const BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(111559182283891)";
+/// to its commit, and then the newest event seq, read under the lock so that the transaction's
+/// events number on from the last committed one. One round trip for the three.
+const BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(111559182283891); SELECT COALESCE(MAX(seq), 0) FROM events";
 
 /// A boxed future that borrows the writer's context.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -87,8 +94,8 @@ pub(crate) struct WriteCtx {
     pub state: WriterState,
     /// What this job changed that the dispatcher must hear of.
     pub changes: Changes,
-    /// The last event seq given in this transaction; `None` until its first event.
-    last_event_seq: Option<i64>,
+    /// The last event seq given in this transaction (at first, the newest committed one).
+    last_event_seq: i64,
     /// A savepoint could not be taken, released or rolled back (the kind of that error): the
     /// transaction may hold a failed job's work, so it must not commit.
     poisoned: Option<ErrorKind>,
@@ -100,16 +107,10 @@ pub(crate) struct WriteCtx {
 impl WriteCtx {
     /// Numbers `count` new events: answers the first seq, the others follow it. The transaction
     /// holds the writers' lock (see the module's documentation), so nobody else numbers meanwhile.
-    pub async fn next_event_seqs(&mut self, count: usize) -> Result<i64, StoreError> {
-        let last = match self.last_event_seq {
-            Some(last) => last,
-            None => {
-                let newest = self.client.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events").await?;
-                self.client.query_one(&newest, &[]).await?.get(0)
-            }
-        };
-        self.last_event_seq = Some(last + i64::try_from(count).unwrap_or(i64::MAX - last));
-        Ok(last + 1)
+    pub fn next_event_seqs(&mut self, count: usize) -> i64 {
+        let last = self.last_event_seq;
+        self.last_event_seq = last + i64::try_from(count).unwrap_or(i64::MAX - last);
+        last + 1
     }
 }
 
@@ -135,7 +136,7 @@ impl Writer {
             client,
             state,
             changes: Changes::default(),
-            last_event_seq: None,
+            last_event_seq: 0,
             poisoned: None,
             savepoint_open: false,
         };
@@ -181,7 +182,7 @@ where
 {
     if undo == Undo::Savepoint {
         let take = if ctx.savepoint_open { "RELEASE job; SAVEPOINT job" } else { "SAVEPOINT job" };
-        savepoint(ctx, take).await?;
+        send_savepoint(ctx, take);
         ctx.savepoint_open = true;
     }
     let before = std::mem::take(&mut ctx.changes);
@@ -210,6 +211,21 @@ where
         }
     }
     result
+}
+
+/// Sends a savepoint command without waiting for its answer, so that it travels with the job's
+/// first statement rather than costing a round trip of its own (commands on one connection run in
+/// the order they are sent). A failure is not lost: it aborts the transaction, so whatever the job
+/// then sends fails, its `ROLLBACK TO job` fails and poisons the transaction, and the commit of an
+/// aborted transaction fails (see [`commit`]); nothing of the batch is acknowledged.
+fn send_savepoint(ctx: &mut WriteCtx, sql: &'static str) {
+    // tokio-postgres sends a request on its future's first poll; the connection reads the answer
+    // and drops it once the future is gone. Were a request ever not sent, a failed job's rollback
+    // to the missing savepoint would fail and poison the batch: refused, never half-written.
+    let mut sent = std::pin::pin!(ctx.client.batch_execute(sql));
+    if let Poll::Ready(Err(err)) = sent.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        ctx.poisoned = Some(StoreError::from(err).kind().clone());
+    }
 }
 
 /// Runs a savepoint command; if it fails, the transaction is poisoned.
@@ -245,7 +261,15 @@ async fn run(
                 }
             }
         }
+        let jobs_in_batch = batch.len();
+        let started = Instant::now();
         let committed = commit_batch(&mut ctx, &mut batch).await;
+        tracing::debug!(
+            target: TIMING,
+            jobs = jobs_in_batch,
+            took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "group commit"
+        );
         let changes = std::mem::take(&mut ctx.changes);
         match committed {
             Ok(()) => feed.publish(changes),
@@ -276,17 +300,18 @@ async fn refuse(batch: &mut Vec<Job>, err: &StoreError) {
 async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), ErrorKind> {
     let mut jobs = batch.drain(..).peekable();
     while jobs.peek().is_some() {
-        ctx.last_event_seq = None;
         ctx.poisoned = None;
         ctx.savepoint_open = false;
-        if let Err(err) = ctx.client.batch_execute(BEGIN).await {
-            let err = StoreError::postgres("starting a transaction", err);
-            tracing::error!(error = %err, "the writer could not start a transaction");
-            // The BEGIN may have gone through and the lock not: end what was begun.
-            let _ = ctx.client.batch_execute("ROLLBACK").await;
-            let mut rest: Vec<Job> = jobs.collect();
-            refuse(&mut rest, &err).await;
-            return Err(err.kind().clone());
+        match begin(&ctx.client).await {
+            Ok(newest) => ctx.last_event_seq = newest,
+            Err(err) => {
+                tracing::error!(error = %err, "the writer could not start a transaction");
+                // The BEGIN may have gone through and the lock not: end what was begun.
+                let _ = ctx.client.batch_execute("ROLLBACK").await;
+                let mut rest: Vec<Job> = jobs.collect();
+                refuse(&mut rest, &err).await;
+                return Err(err.kind().clone());
+            }
         }
         let first = jobs.next().expect("a job is waiting");
         let (reply, end) = first(Ok(&mut *ctx), Undo::Transaction).await;
@@ -315,6 +340,19 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
         return committed.map_err(|err| err.kind().clone());
     }
     Ok(())
+}
+
+/// Begins a writer transaction (see [`BEGIN`]); answers the newest event seq.
+async fn begin(client: &Object) -> Result<i64, StoreError> {
+    let messages =
+        client.simple_query(BEGIN).await.map_err(|err| StoreError::postgres("starting a transaction", err))?;
+    let newest = messages.iter().rev().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    });
+    newest
+        .and_then(|newest| newest.parse().ok())
+        .ok_or_else(|| StoreError::internal("starting a transaction", "the newest event seq was not answered"))
 }
 
 /// Commits the transaction, if it is whole. PostgreSQL answers `COMMIT` of a transaction that an
