@@ -326,11 +326,11 @@ async fn batch(
 }
 
 fn find_by(s: &Inner, object: &str, property: &str, value: &str) -> Option<u64> {
-    s.objects
-        .get(object)?
-        .values()
-        .find(|o| !o.archived && o.get(property).eq_ignore_ascii_case(value))
-        .map(|o| o.id.parse().unwrap())
+    // Compared in place: a copy of the property per object scanned (as `Object::get` makes) was
+    // most of a test's time once it held a few thousand contacts.
+    let matches =
+        |o: &Object| o.properties.get(property).and_then(Value::as_str).unwrap_or_default().eq_ignore_ascii_case(value);
+    s.objects.get(object)?.values().find(|o| !o.archived && matches(o)).map(|o| o.id.parse().unwrap())
 }
 
 fn make(s: &mut Inner, object: &str, key: &str, properties: Map<String, Value>) -> u64 {
