@@ -6,9 +6,11 @@ mod support;
 
 use std::collections::HashSet;
 
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
 use estate_crm_domain::{EventName, RecordKind};
 use estate_crm_store::{
-    Actor, BulkOp, ErrorKind, EventFilterQuery, NewUser, PageRequest, PgConfig, PgStore, Role, Store, migrate_postgres,
+    Actor, BulkOp, DueDelivery, EndpointSource, EndpointSpec, ErrorKind, EventFilterQuery, NewUser, NextStep, Outcome,
+    PageRequest, PgConfig, PgStore, Role, Store, migrate_postgres,
 };
 use serde_json::json;
 use support::pg::TestDatabase;
@@ -434,4 +436,78 @@ async fn a_create_the_database_refuses_fails_alone_in_a_shared_commit() {
     assert_eq!(seqs, (1..=87).collect::<Vec<i64>>(), "one event per contact made, numbered without a gap");
     let records: i64 = client.query_one("SELECT COUNT(*) FROM records", &[]).await.unwrap().get(0);
     assert_eq!(records, 87);
+}
+
+async fn endpoint(store: &PgStore, events: EventFilter) -> String {
+    let spec = EndpointSpec {
+        url: "http://127.0.0.1:9/hook".into(),
+        events,
+        secret: None,
+        active: true,
+        description: None,
+        retry_schedule: None,
+        max_in_flight: MaxInFlight::new(16).unwrap(),
+        source: EndpointSource::Api,
+        format: BodyFormat::Json,
+    };
+    store.create_endpoint(spec).await.unwrap().id
+}
+
+/// First attempts of `due`, succeeded, as the dispatcher's recorder hands them over.
+fn succeeded(endpoint: &str, due: &[DueDelivery]) -> Vec<Outcome> {
+    due.iter()
+        .map(|delivery| Outcome {
+            delivery_seq: delivery.seq,
+            endpoint_id: Some(endpoint.to_owned()),
+            attempt: 1,
+            started_at: 1,
+            duration_ms: 1,
+            status_code: Some(200),
+            error: None,
+            response: bytes::Bytes::new(),
+            next: NextStep::Succeeded,
+        })
+        .collect()
+}
+
+/// The cursors of every endpoint that one commit of outcomes touched move in one statement: each to
+/// just before its oldest owed event, by its own subscription, or to the newest event when it is
+/// owed nothing.
+#[tokio::test]
+async fn outcomes_move_each_endpoints_cursor_by_its_own_subscription() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let all = endpoint(&store, EventFilter::All).await;
+    let updates = endpoint(&store, EventFilter::Only(vec![EventName::ContactUpdated, EventName::DealWon])).await;
+    let mut contacts = Vec::new();
+    for name in ["A", "B", "C"] {
+        contacts.push(store.create_record(&admin(), RecordKind::Contact, json!({"first_name": name})).await.unwrap());
+    }
+    store.update_record(&admin(), RecordKind::Contact, &contacts[0].id, json!({"last_name": "L"})).await.unwrap();
+    store.create_record(&admin(), RecordKind::Contact, json!({"first_name": "D"})).await.unwrap();
+    // Events: 1 to 3 created, 4 updated, 5 created. `all` is owed all five, `updates` only 4.
+    let owed_all = store.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    let owed_updates = store.due_deliveries(&updates, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!((owed_all.len(), owed_updates.len()), (5, 1));
+
+    // One commit: the first two of `all` (3 is still owed) and the one of `updates` (nothing left).
+    let mut outcomes = succeeded(&all, &owed_all[..2]);
+    outcomes.extend(succeeded(&updates, &owed_updates));
+    store.record_outcomes(outcomes).await.unwrap();
+    let client = connect(&db.url).await;
+    let cursors = |client: tokio_postgres::Client| async move {
+        let rows = client.query("SELECT cursor FROM endpoints ORDER BY seq", &[]).await.unwrap();
+        (rows.iter().map(|row| row.get(0)).collect::<Vec<i64>>(), client)
+    };
+    let (moved, client) = cursors(client).await;
+    assert_eq!(moved, vec![2, 5], "before the oldest owed event; the newest event when nothing is owed");
+
+    // The third out of order, then the rest: the cursor waits for the oldest, then passes them all.
+    store.record_outcomes(succeeded(&all, &owed_all[3..])).await.unwrap();
+    let (moved, client) = cursors(client).await;
+    assert_eq!(moved, vec![2, 5], "the third is still owed");
+    store.record_outcomes(succeeded(&all, &owed_all[2..3])).await.unwrap();
+    let (moved, _) = cursors(client).await;
+    assert_eq!(moved, vec![5, 5]);
+    assert!(store.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap().is_empty(), "nothing owed is skipped");
 }
