@@ -6,9 +6,11 @@ mod support;
 
 use std::collections::HashSet;
 
+use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
 use estate_crm_domain::{EventName, RecordKind};
 use estate_crm_store::{
-    Actor, BulkOp, ErrorKind, EventFilterQuery, NewUser, PageRequest, PgConfig, PgStore, Role, Store, migrate_postgres,
+    Actor, BulkOp, DueDelivery, EndpointSource, EndpointSpec, ErrorKind, EventFilterQuery, NewUser, NextStep, Outcome,
+    PageRequest, PgConfig, PgStore, Role, Store, migrate_postgres,
 };
 use serde_json::json;
 use support::pg::TestDatabase;
@@ -330,4 +332,182 @@ async fn connections_cut_by_the_server_are_made_again_without_a_restart() {
     assert!(made >= 2, "writes work again after at most one failure ({made} of 3)");
     let events = all_events(&store).await;
     assert_eq!(events.len(), 1 + made, "every acknowledged change has its event, and no failed one has");
+}
+
+/// The creates of one group commit go in with one statement: each request still stands alone. Each
+/// group of four requests sent at once has one whose email an earlier contact has, two that share an
+/// email (the first to reach the writer wins), and one of its own; they land in the same commits.
+#[tokio::test]
+async fn creates_sharing_a_commit_refuse_exactly_those_whose_email_is_taken() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let earlier = json!({"first_name": "Early", "email": "taken@example.com"});
+    let earlier = store.create_record(&admin(), RecordKind::Contact, earlier).await.unwrap();
+    const GROUPS: usize = 60;
+    let mut writes = Vec::new();
+    for n in 0..GROUPS * 4 {
+        let store = store.clone();
+        let email = match n % 4 {
+            0 => "TAKEN@example.com".to_owned(),
+            1 | 2 => format!("pair{}@example.com", n / 4),
+            _ => format!("own{}@example.com", n / 4),
+        };
+        writes.push(tokio::spawn(async move {
+            let input = json!({"first_name": format!("N{n}"), "email": email});
+            (n, store.create_record(&admin(), RecordKind::Contact, input).await)
+        }));
+    }
+    let mut created = vec![earlier.clone()];
+    let mut pair_winners = vec![0; GROUPS];
+    for write in writes {
+        let (n, result) = write.await.unwrap();
+        match (n % 4, result) {
+            (0, Err(err)) => assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "request {n}: {err}"),
+            (0, Ok(record)) => panic!("request {n} took an email already taken: {record:?}"),
+            (1 | 2, Ok(record)) => {
+                pair_winners[n / 4] += 1;
+                created.push(record);
+            }
+            (1 | 2, Err(err)) => assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "request {n}: {err}"),
+            (_, result) => created.push(result.unwrap_or_else(|err| panic!("request {n} had its own email: {err}"))),
+        }
+    }
+    assert!(pair_winners.iter().all(|&won| won == 1), "exactly one of each pair is made: {pair_winners:?}");
+    assert_eq!(created.len(), 1 + GROUPS * 2);
+
+    // Each contact made has its one event, the refused ones none, numbered 1, 2, 3... with no gap.
+    let client = connect(&db.url).await;
+    let events = client.query("SELECT seq, name, body FROM events ORDER BY seq", &[]).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|row| row.get(0)).collect();
+    assert_eq!(seqs, (1..=i64::try_from(created.len()).unwrap()).collect::<Vec<i64>>());
+    let mut with_event = HashSet::new();
+    for row in &events {
+        assert_eq!(row.get::<_, &str>(1), "contact.created");
+        let body: serde_json::Value = serde_json::from_slice(row.get::<_, &[u8]>(2)).unwrap();
+        let id = body["data"]["id"].as_str().expect("the event names its record").to_owned();
+        assert!(with_event.insert(id), "one event per contact");
+    }
+    let made: HashSet<String> = created.iter().map(|record| record.id.clone()).collect();
+    assert_eq!(with_event, made, "the events are exactly those of the contacts made");
+    let records: i64 = client.query_one("SELECT COUNT(*) FROM records", &[]).await.unwrap().get(0);
+    assert_eq!(usize::try_from(records).unwrap(), created.len());
+    for record in &created {
+        let read = store.get_record(&admin(), RecordKind::Contact, &record.id).await.unwrap();
+        assert_eq!(read.fields, record.fields, "what was answered is what is stored");
+    }
+}
+
+/// A create that the database itself refuses for a reason of its own (here a check this test adds,
+/// standing for anything a create should never meet) fails alone even when it shares its commit's
+/// statement with others: the others are written again one at a time, with their events, in order.
+#[tokio::test]
+async fn a_create_the_database_refuses_fails_alone_in_a_shared_commit() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let client = connect(&db.url).await;
+    client
+        .execute("ALTER TABLE records ADD CONSTRAINT no_poison CHECK (fields NOT LIKE '%Poison%')", &[])
+        .await
+        .unwrap();
+    let poison = json!({"first_name": "Poison"});
+    let alone = store.create_record(&admin(), RecordKind::Contact, poison.clone()).await.unwrap_err();
+    let mut writes = Vec::new();
+    for n in 0..90 {
+        let store = store.clone();
+        let input = if n % 30 == 7 {
+            poison.clone()
+        } else {
+            json!({"first_name": format!("N{n}"), "email": format!("n{n}@x.com")})
+        };
+        writes.push(tokio::spawn(async move { (n, store.create_record(&admin(), RecordKind::Contact, input).await) }));
+    }
+    let mut made = 0;
+    for write in writes {
+        match write.await.unwrap() {
+            (n, Err(err)) if n % 30 == 7 => assert_eq!(err.kind(), alone.kind(), "refused as when alone: {err}"),
+            (n, Err(err)) => panic!("request {n} failed with another's: {err}"),
+            (n, Ok(_)) if n % 30 == 7 => panic!("request {n} was written past the check"),
+            (_, Ok(_)) => made += 1,
+        }
+    }
+    assert_eq!(made, 87);
+    let seqs: Vec<i64> =
+        client.query("SELECT seq FROM events ORDER BY seq", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=87).collect::<Vec<i64>>(), "one event per contact made, numbered without a gap");
+    let records: i64 = client.query_one("SELECT COUNT(*) FROM records", &[]).await.unwrap().get(0);
+    assert_eq!(records, 87);
+}
+
+async fn endpoint(store: &PgStore, events: EventFilter) -> String {
+    let spec = EndpointSpec {
+        url: "http://127.0.0.1:9/hook".into(),
+        events,
+        secret: None,
+        active: true,
+        description: None,
+        retry_schedule: None,
+        max_in_flight: MaxInFlight::new(16).unwrap(),
+        source: EndpointSource::Api,
+        format: BodyFormat::Json,
+    };
+    store.create_endpoint(spec).await.unwrap().id
+}
+
+/// First attempts of `due`, succeeded, as the dispatcher's recorder hands them over.
+fn succeeded(endpoint: &str, due: &[DueDelivery]) -> Vec<Outcome> {
+    due.iter()
+        .map(|delivery| Outcome {
+            delivery_seq: delivery.seq,
+            endpoint_id: Some(endpoint.to_owned()),
+            attempt: 1,
+            started_at: 1,
+            duration_ms: 1,
+            status_code: Some(200),
+            error: None,
+            response: bytes::Bytes::new(),
+            next: NextStep::Succeeded,
+        })
+        .collect()
+}
+
+/// The cursors of every endpoint that one commit of outcomes touched move in one statement: each to
+/// just before its oldest owed event, by its own subscription, or to the newest event when it is
+/// owed nothing.
+#[tokio::test]
+async fn outcomes_move_each_endpoints_cursor_by_its_own_subscription() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let all = endpoint(&store, EventFilter::All).await;
+    let updates = endpoint(&store, EventFilter::Only(vec![EventName::ContactUpdated, EventName::DealWon])).await;
+    let mut contacts = Vec::new();
+    for name in ["A", "B", "C"] {
+        contacts.push(store.create_record(&admin(), RecordKind::Contact, json!({"first_name": name})).await.unwrap());
+    }
+    store.update_record(&admin(), RecordKind::Contact, &contacts[0].id, json!({"last_name": "L"})).await.unwrap();
+    store.create_record(&admin(), RecordKind::Contact, json!({"first_name": "D"})).await.unwrap();
+    // Events: 1 to 3 created, 4 updated, 5 created. `all` is owed all five, `updates` only 4.
+    let owed_all = store.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    let owed_updates = store.due_deliveries(&updates, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!((owed_all.len(), owed_updates.len()), (5, 1));
+
+    // One commit: the first two of `all` (3 is still owed) and the one of `updates` (nothing left).
+    let mut outcomes = succeeded(&all, &owed_all[..2]);
+    outcomes.extend(succeeded(&updates, &owed_updates));
+    store.record_outcomes(outcomes).await.unwrap();
+    let client = connect(&db.url).await;
+    let cursors = |client: tokio_postgres::Client| async move {
+        let rows = client.query("SELECT cursor FROM endpoints ORDER BY seq", &[]).await.unwrap();
+        (rows.iter().map(|row| row.get(0)).collect::<Vec<i64>>(), client)
+    };
+    let (moved, client) = cursors(client).await;
+    assert_eq!(moved, vec![2, 5], "before the oldest owed event; the newest event when nothing is owed");
+
+    // The third out of order, then the rest: the cursor waits for the oldest, then passes them all.
+    store.record_outcomes(succeeded(&all, &owed_all[3..])).await.unwrap();
+    let (moved, client) = cursors(client).await;
+    assert_eq!(moved, vec![2, 5], "the third is still owed");
+    store.record_outcomes(succeeded(&all, &owed_all[2..3])).await.unwrap();
+    let (moved, _) = cursors(client).await;
+    assert_eq!(moved, vec![5, 5]);
+    assert!(store.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap().is_empty(), "nothing owed is skipped");
 }

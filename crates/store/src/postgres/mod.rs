@@ -221,7 +221,7 @@ impl Store for PgStore {
         }
         let seq = self.record_seqs(1).await?[0];
         let prepared = self.inner.preparer.prepare_numbered(seq, &actor, kind, &input).map_err(StoreError::invalid)?;
-        write!(self, |ctx| records::insert_prepared(ctx, &actor, prepared))
+        self.inner.writer.create(actor, prepared).await
     }
 
     async fn update_record(

@@ -219,6 +219,131 @@ pub(super) async fn insert_prepared(
     Ok(prepared.record)
 }
 
+/// Writes a run of single creates, each a request of its own, in one round trip: their records with
+/// one statement, and in the same statement the events of the records that went in, numbered on
+/// from the transaction's last event with no gap. Answers each create's outcome, in order: written,
+/// refused for its email (taken before, or by an earlier create of the run), or refused for a
+/// reference. An `Err` is a failure of the whole statement: the caller undoes the run.
+pub(super) async fn insert_prepared_run(
+    ctx: &mut WriteCtx,
+    creates: &[(&Actor, &PreparedRecord)],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut outcomes = Vec::with_capacity(creates.len());
+    for (actor, prepared) in creates {
+        // Most creates have no references; those that do cost a read each, as alone.
+        let checked = check_references(ctx, actor, borrowed(&prepared.references)).await;
+        outcomes.push(match checked {
+            Ok(()) => Ok(()),
+            Err(Failure::Internal(err)) => return Err(err),
+            Err(failure) => Err(failure.into_store_error()),
+        });
+    }
+    let to_write: Vec<&PreparedRecord> = creates
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|((_, prepared), _)| *prepared)
+        .collect();
+    let inserted = insert_records_and_events(ctx, &to_write).await?;
+    let mut woken: Vec<EventName> = Vec::new();
+    let mut events_written = 0;
+    for ((_, prepared), outcome) in creates.iter().zip(outcomes.iter_mut()) {
+        if outcome.is_err() {
+            continue;
+        }
+        if !inserted.contains(&prepared.seq) {
+            *outcome = Err(email_taken().into_store_error());
+            continue;
+        }
+        events_written += prepared.events.len();
+        for (name, _) in &prepared.events {
+            if !woken.contains(name) {
+                woken.push(*name);
+            }
+        }
+    }
+    // The statement numbered the written events from the last seq on; the transaction's count follows.
+    ctx.next_event_seqs(events_written);
+    for name in woken {
+        wake_subscribers(ctx, name).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Inserts the records and, for those that went in (a contact whose email is taken is skipped),
+/// their events, all in one statement; answers the seqs of the records inserted. The events are
+/// numbered from the transaction's next seq on, in the order given, with no gap for those skipped.
+async fn insert_records_and_events(ctx: &WriteCtx, creates: &[&PreparedRecord]) -> Result<HashSet<i64>, StoreError> {
+    if creates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut records = RecordColumns::default();
+    let mut events = EventColumns::default();
+    for prepared in creates {
+        records.push(prepared.seq, &prepared.record, &prepared.columns);
+        for (name, body) in &prepared.events {
+            events.name.push(name.as_str());
+            events.created_at.push(prepared.now.timestamp());
+            events.body.push(body.as_slice());
+            events.record_seq.push(prepared.seq);
+        }
+    }
+    // Data-changing WITH queries all run to their end, whether or not the outer query reads them;
+    // `numbered` sees only the rows `inserted` returned, so a refused record's events are dropped.
+    let statement = ctx
+        .client
+        .prepare_cached(
+            "WITH inserted AS (
+                INSERT INTO records (seq, kind, created_by, assigned_agent_id, email_key, created_at, updated_at,
+                                     fields)
+                SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
+                                     $7::BIGINT[], $8::TEXT[])
+                ON CONFLICT DO NOTHING
+                RETURNING seq
+             ), numbered AS (
+                INSERT INTO events (seq, name, created_at, body, record_seq)
+                SELECT $9::BIGINT + row_number() OVER (ORDER BY e.ord), e.name, e.created_at, e.body, e.record_seq
+                FROM UNNEST($10::TEXT[], $11::BIGINT[], $12::BYTEA[], $13::BIGINT[])
+                     WITH ORDINALITY AS e (name, created_at, body, record_seq, ord)
+                WHERE e.record_seq IN (SELECT seq FROM inserted)
+                RETURNING seq
+             )
+             SELECT seq FROM inserted",
+        )
+        .await?;
+    let rows = ctx
+        .client
+        .query(
+            &statement,
+            &[
+                &records.seq,
+                &records.kind,
+                &records.created_by,
+                &records.assigned_agent_id,
+                &records.email_key,
+                &records.created_at,
+                &records.updated_at,
+                &records.fields,
+                &ctx.last_event_seq(),
+                &events.name,
+                &events.created_at,
+                &events.body,
+                &events.record_seq,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The events table's columns for a run of creates, one array each, for `UNNEST`.
+#[derive(Default)]
+struct EventColumns<'e> {
+    name: Vec<&'static str>,
+    created_at: Vec<i64>,
+    body: Vec<&'e [u8]>,
+    record_seq: Vec<i64>,
+}
+
 /// Writes bulk rows as their runs arrive, all or nothing: `expected` rows in all, or the job fails.
 /// A conflict or a missing reference names its row.
 pub(super) async fn insert_prepared_rows(
@@ -403,14 +528,7 @@ async fn insert_records<'r>(
 ) -> Result<HashSet<i64>, StoreError> {
     let mut columns = RecordColumns::default();
     for (seq, record, row) in records {
-        columns.seq.push(seq);
-        columns.kind.push(record.kind.name());
-        columns.created_by.push(&record.created_by);
-        columns.assigned_agent_id.push(row.assigned_agent_id.as_deref());
-        columns.email_key.push(row.email_key.as_deref());
-        columns.created_at.push(record.created_at.timestamp());
-        columns.updated_at.push(record.updated_at.timestamp());
-        columns.fields.push(&row.fields_json);
+        columns.push(seq, record, row);
     }
     let statement = ctx
         .client
@@ -452,6 +570,19 @@ struct RecordColumns<'r> {
     created_at: Vec<i64>,
     updated_at: Vec<i64>,
     fields: Vec<&'r str>,
+}
+
+impl<'r> RecordColumns<'r> {
+    fn push(&mut self, seq: i64, record: &'r Record, row: &'r RowColumns) {
+        self.seq.push(seq);
+        self.kind.push(record.kind.name());
+        self.created_by.push(&record.created_by);
+        self.assigned_agent_id.push(row.assigned_agent_id.as_deref());
+        self.email_key.push(row.email_key.as_deref());
+        self.created_at.push(record.created_at.timestamp());
+        self.updated_at.push(record.updated_at.timestamp());
+        self.fields.push(&row.fields_json);
+    }
 }
 
 /// Numbers and inserts events, each `(name, created_at, body, the seq of the record it is about)`,

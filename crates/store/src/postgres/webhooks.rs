@@ -695,12 +695,8 @@ pub(super) async fn record_outcomes(ctx: &mut WriteCtx, outcomes: &[Outcome]) ->
             ctx.changes.settings_changed = true;
         }
     }
-    for endpoint in first_attempted {
-        if let Some(subscription) = fanout::subscription(&ctx.client, endpoint).await?.filter(|s| s.active) {
-            fanout::advance_cursor(&ctx.client, &subscription).await?;
-        }
-    }
-    Ok(())
+    let first_attempted: Vec<i64> = first_attempted.into_iter().collect();
+    fanout::advance_cursors(&ctx.client, &first_attempted).await
 }
 
 async fn is_rest_hook(client: &ClientWrapper, seq: i64) -> Result<bool, StoreError> {
