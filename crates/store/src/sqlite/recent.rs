@@ -77,16 +77,27 @@ pub(crate) struct RecentNotes {
 impl RecentNotes {
     /// An event this commit inserted.
     pub(super) fn event(&mut self, seq: i64, name: EventName, body: &[u8]) {
-        if self.reset {
-            return;
+        if self.has_room_for(body.len()) {
+            self.keep(RecentEvent { seq, name, body: Bytes::copy_from_slice(body) });
         }
-        if self.events.len() >= RING_EVENTS || self.bytes + body.len() > RING_BYTES {
+    }
+
+    /// Whether one more event of `len` body bytes is kept; when not, none of this commit's are.
+    fn has_room_for(&mut self, len: usize) -> bool {
+        if self.reset {
+            return false;
+        }
+        if self.events.len() >= RING_EVENTS || self.bytes + len > RING_BYTES {
             // More than the ring holds: keeping none costs the next reads a trip to the database.
             self.forget_events();
-            return;
+            return false;
         }
-        self.bytes += body.len();
-        self.events.push(RecentEvent { seq, name, body: Bytes::copy_from_slice(body) });
+        true
+    }
+
+    fn keep(&mut self, event: RecentEvent) {
+        self.bytes += event.body.len();
+        self.events.push(event);
     }
 
     /// Events were inserted (or rows removed) in a way the ring cannot follow: it empties.
@@ -112,8 +123,12 @@ impl RecentNotes {
         if later.reset {
             self.forget_events();
         }
+        // The body was copied once when the job noted it; the job's notes are moved, not copied.
         for event in later.events {
-            self.event(event.seq, event.name, &event.body);
+            if !self.has_room_for(event.body.len()) {
+                break;
+            }
+            self.keep(event);
         }
         for (endpoint, event_seq) in later.rows {
             self.row(endpoint, event_seq);

@@ -176,7 +176,7 @@ fn run_job<T>(
     work: impl FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     if undo == Undo::Savepoint {
-        ctx.tx.execute_batch("SAVEPOINT job")?;
+        run_cached(ctx.tx, "SAVEPOINT job")?;
     }
     let mut changes = Changes::default();
     let mut recent = RecentNotes::default();
@@ -184,7 +184,7 @@ fn run_job<T>(
     let settings_changed = changes.settings_changed;
     if result.is_ok() {
         if undo == Undo::Savepoint {
-            ctx.tx.execute_batch("RELEASE job")?;
+            run_cached(ctx.tx, "RELEASE job")?;
         }
         ctx.changes.endpoints.extend(changes.endpoints);
         ctx.changes.rescan.extend(changes.rescan);
@@ -268,6 +268,8 @@ impl SyncMode {
     /// Changes the setting if it differs; on failure it is left as it was.
     fn set(&mut self, conn: &Connection, wanted: SyncMode) -> rusqlite::Result<()> {
         if *self != wanted {
+            // Parsed every time on purpose: SQLite applies this setting while it compiles the
+            // statement, so a cached statement run again would change nothing.
             conn.execute_batch(match wanted {
                 SyncMode::Full => "PRAGMA synchronous = FULL",
                 SyncMode::Normal => "PRAGMA synchronous = NORMAL",
@@ -276,6 +278,14 @@ impl SyncMode {
         }
         Ok(())
     }
+}
+
+/// Runs a statement that every job repeats (its savepoint) from the statement cache:
+/// `execute_batch` parses it anew each time, two statements parsed per create. Only for statements
+/// that act when run, not when compiled (unlike `PRAGMA synchronous`).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute()?;
+    Ok(())
 }
 
 /// A commit is synced when any of its jobs must be: one fsync covers the whole log up to its end.
