@@ -49,10 +49,8 @@ const RECORD_BATCH: usize = 2048;
 /// made five transactions per create, each queued in front of the next create.
 const RECORD_GATHER_BELOW: usize = 256;
 /// How long a small batch of outcomes waits for more. Nothing waits on it but the delivery's row:
-/// the receiver has its webhook already. Each commit of outcomes also moves the cursor of every
-/// endpoint in it (a read per endpoint) and is a transaction of the one writer that creates wait
-/// for, so fewer, larger ones leave it more time for creates (2 ms before; see docs/PERFORMANCE.md).
-const RECORD_GATHER: Duration = Duration::from_millis(10);
+/// the receiver has its webhook already.
+const RECORD_GATHER: Duration = Duration::from_millis(2);
 /// How long to wait before reading again after the database failed.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The first wait before committing a batch of outcomes again while the database cannot be reached;
