@@ -1,6 +1,7 @@
 //! A small client for the parts of the server's API the bench drives, over one pooled
 //! keep-alive hyper client.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -138,6 +139,13 @@ impl Api {
         Ok(())
     }
 
+    /// How many deliveries each endpoint is still owed, from `/metrics`: first attempts whose
+    /// outcome is not yet recorded, and retries. An endpoint the server lists none for owes none.
+    pub async fn queue_depths(&self) -> Result<HashMap<String, u64>> {
+        let answer = self.expect(Method::GET, "/metrics", None, StatusCode::OK, CALL_TIMEOUT).await?;
+        Ok(queue_depths_in(&String::from_utf8_lossy(&answer)))
+    }
+
     /// Creates a batch of contacts and answers how many the server took.
     pub async fn bulk_create(&self, batch: &Batch) -> Result<u64> {
         let answer = self
@@ -192,6 +200,19 @@ impl Api {
     }
 }
 
+/// Reads `estate_crm_queue_depth{endpoint="ID"} N` lines of the Prometheus text format.
+fn queue_depths_in(metrics: &str) -> HashMap<String, u64> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("estate_crm_queue_depth{endpoint=\"")?;
+            let (endpoint, rest) = rest.split_once("\"}")?;
+            let depth = rest.trim().parse::<u64>().ok()?;
+            Some((endpoint.to_owned(), depth))
+        })
+        .collect()
+}
+
 fn id_in(answer: &[u8]) -> Result<String> {
     let answer: Value = serde_json::from_slice(answer).context("the answer is not JSON")?;
     match answer.get("id") {
@@ -212,5 +233,23 @@ fn excerpt(answer: &[u8]) -> String {
     match text.char_indices().nth(300) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_depths_are_read_per_endpoint_from_the_metrics_text() {
+        let metrics = "# HELP estate_crm_queue_depth Pending webhook deliveries per endpoint.\n\
+                       # TYPE estate_crm_queue_depth gauge\n\
+                       estate_crm_queue_depth{endpoint=\"ep_1\"} 12\n\
+                       estate_crm_queue_depth{endpoint=\"ep_2\"} 0\n\
+                       estate_crm_requests_total{method=\"GET\"} 3\n";
+        let depths = queue_depths_in(metrics);
+        assert_eq!(depths.len(), 2);
+        assert_eq!(depths["ep_1"], 12);
+        assert_eq!(depths["ep_2"], 0);
     }
 }

@@ -56,6 +56,9 @@ pub const MAX_IN_FLIGHT: u32 = 64;
 /// within the run.
 const RETRY_SCHEDULE: &str = "1s,1s,1s";
 
+/// How often [`Session::settle`] asks the server whether every outcome is recorded.
+const RECORDED_POLL: Duration = Duration::from_millis(50);
+
 /// What a run found on one store.
 #[derive(Debug)]
 pub struct Outcome {
@@ -404,6 +407,8 @@ pub struct Session<'r> {
     pub receiver: &'r Receiver,
     /// The receiver's counts when the endpoints were made.
     start: Snapshot,
+    /// The ids of the healthy endpoints.
+    endpoints: Vec<String>,
     /// Contacts created so far; each owes one delivery to every healthy endpoint.
     created: AtomicU64,
     /// Set once deliveries are known to be missing: waiting for them again would only spend
@@ -415,21 +420,25 @@ impl<'r> Session<'r> {
     async fn start(subject: &Subject, receiver: &'r Receiver) -> Result<Self> {
         let server = subject.start(RETRY_SCHEDULE).await?;
         let api = Api::new(server.url(), server.token())?;
+        let mut endpoints = Vec::with_capacity(HEALTHY.len());
         for slot in HEALTHY {
             let url = receiver.hook_url(slot);
-            api.create_endpoint(&EndpointSpec {
-                url: &url,
-                events: "*",
-                retry_schedule: RETRY_SCHEDULE,
-                max_in_flight: MAX_IN_FLIGHT,
-            })
-            .await
-            .map_err(|err| anyhow!("{err:#}\n{}", server.log_tail()))?;
+            let id = api
+                .create_endpoint(&EndpointSpec {
+                    url: &url,
+                    events: "*",
+                    retry_schedule: RETRY_SCHEDULE,
+                    max_in_flight: MAX_IN_FLIGHT,
+                })
+                .await
+                .map_err(|err| anyhow!("{err:#}\n{}", server.log_tail()))?;
+            endpoints.push(id);
         }
         Ok(Self {
             server,
             api,
             start: receiver.stats().snapshot(),
+            endpoints,
             receiver,
             created: AtomicU64::new(0),
             lost: AtomicBool::new(false),
@@ -441,8 +450,9 @@ impl<'r> Session<'r> {
         self.created.fetch_add(contacts, Ordering::Relaxed);
     }
 
-    /// Waits until every contact created so far has reached every healthy endpoint, so that a
-    /// part starts on an idle server. A shortfall is noted, not fatal: the part can still run.
+    /// Waits until every contact created so far has reached every healthy endpoint and the server
+    /// has recorded every outcome, so that a part starts on an idle server. A shortfall is noted,
+    /// not fatal: the part can still run.
     pub async fn settle(&self, plan: &Plan, notes: &Notes) {
         if self.lost.load(Ordering::Relaxed) {
             return;
@@ -456,6 +466,27 @@ impl<'r> Session<'r> {
                 "before this part, {} (earlier deliveries were lost or late)",
                 shortfall_text(shortfall, created * HEALTHY.len() as u64, plan.delivery_deadline)
             ));
+            return;
+        }
+        // A receipt comes before its outcome is recorded: a part that started then would share the
+        // server's one writer with the last part's outcomes and measure them too.
+        if let Err(why) = self.wait_until_recorded(deadline).await {
+            notes.add(format!("before this part, {why}"));
+        }
+    }
+
+    /// Polls `/metrics` until no healthy endpoint is owed a delivery, or says why it stopped.
+    async fn wait_until_recorded(&self, deadline: Instant) -> Result<()> {
+        loop {
+            let depths = self.api.queue_depths().await?;
+            let owed: u64 = self.endpoints.iter().filter_map(|id| depths.get(id)).sum();
+            if owed == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(anyhow!("the server still had {} deliveries to record", grouped(owed)));
+            }
+            tokio::time::sleep(RECORDED_POLL).await;
         }
     }
 
