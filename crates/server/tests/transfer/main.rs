@@ -91,6 +91,9 @@ fn first_line_of_a_server_without_admin_token(database_url: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_estate-crm"))
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--database-url", database_url])
+        // It may take endpoints' leases before it is killed; the next server waits for them to
+        // run out, so they are as short as the other tests' (the default 10 s outlasts a test's patience).
+        .args(["--lease-ttl", "2s"])
         .arg("--data-dir")
         .arg(dir.path())
         .env_clear()
