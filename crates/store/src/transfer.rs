@@ -13,8 +13,8 @@
 //! store's counters past every imported number, so that no id is ever given twice.
 //!
 //! Left out on purpose: web sessions (people sign in again; a session's cookie is worth nothing once
-//! the old server is stopped) and what each store derives from the rows (SQLite's `contact_search`
-//! table is rebuilt from the imported contacts; PostgreSQL's indexes are its own).
+//! the old server is stopped) and what each store derives from the rows (both stores'
+//! `contact_search` tables are rebuilt from the imported contacts; PostgreSQL's indexes are its own).
 
 use std::collections::BTreeMap;
 use std::fmt;

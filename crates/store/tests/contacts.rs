@@ -1,6 +1,7 @@
 //! The web app's contact reads against a real database file: search by name, email and phone
-//! (however written), filters, an agent's own contacts only, the index following updates, deletes
-//! and bulk creates; a contact's records; and a record's webhook timeline per endpoint.
+//! (however written), filters, an agent's own contacts only, the search following creates (alone,
+//! in bulk, for an enquiry), updates and deletes (alone and in bulk); a contact's records; and a
+//! record's webhook timeline per endpoint.
 
 mod support;
 
@@ -116,6 +117,40 @@ async fn the_index_follows_updates_deletes_and_bulk_creates_and_pages_by_cursor(
     assert_eq!(seen.first().map(String::as_str), Some("Bulk29"));
 }
 
+async fn a_change_to_other_fields_keeps_a_contact_found_and_a_new_phone_is_found_by_its_digits(store: TestStore) {
+    seed(&*store).await;
+    let admin = admin();
+    let ada = store.search_contacts(&admin, search("lovelace"), page(1)).await.unwrap().items.remove(0);
+    store.update_record(&admin, RecordKind::Contact, &ada.id, json!({"status": "Inactive"})).await.unwrap();
+    assert_eq!(names(&*store, &admin, search("lovelace")).await, ["Ada"], "a status change leaves her found");
+    store.update_record(&admin, RecordKind::Contact, &ada.id, json!({"phone": "+1 (212) 555-0188"})).await.unwrap();
+    assert_eq!(names(&*store, &admin, search("12125550188")).await, ["Ada"], "the new phone's digits");
+    assert!(names(&*store, &admin, search("2079460001")).await.is_empty(), "the old phone's digits are gone");
+    assert_eq!(names(&*store, &admin, search("ada LOVELACE")).await, ["Ada"], "the rest of her text stays");
+}
+
+async fn contacts_made_for_enquiries_or_changed_in_bulk_are_found_as_they_now_are(store: TestStore) {
+    let admin = admin();
+    let enquiry = json!({"name": "Ann Lee", "email": "ann@lee.example", "phone": "020 7946 0999",
+                         "message": "Is it still for sale?"});
+    store.create_record(&admin, RecordKind::Enquiry, enquiry).await.unwrap();
+    assert_eq!(names(&*store, &admin, search("lee.example")).await, ["Ann"], "the contact the enquiry made");
+    assert_eq!(names(&*store, &admin, search("02079460999")).await, ["Ann"]);
+
+    let rows =
+        vec![json!({"first_name": "Cy", "last_name": "Young"}), json!({"first_name": "Di", "last_name": "Young"})];
+    let ids = store.bulk(&admin, RecordKind::Contact, BulkOp::Create(rows)).await.unwrap();
+    assert_eq!(names(&*store, &admin, search("young")).await, ["Di", "Cy"]);
+    let renamed = vec![json!({"id": ids[0], "last_name": "Old"}), json!({"id": ids[1], "status": "VIP"})];
+    store.bulk(&admin, RecordKind::Contact, BulkOp::Update(renamed)).await.unwrap();
+    assert_eq!(names(&*store, &admin, search("young")).await, ["Di"], "Cy's old name no longer finds him");
+    assert_eq!(names(&*store, &admin, search("cy old")).await, ["Cy"]);
+    store.bulk(&admin, RecordKind::Contact, BulkOp::Delete(ids.clone())).await.unwrap();
+    assert!(names(&*store, &admin, search("young")).await.is_empty());
+    assert!(names(&*store, &admin, search("cy")).await.is_empty(), "deleted in bulk, not found");
+    assert_eq!(names(&*store, &admin, search("ann")).await, ["Ann"], "the others stay");
+}
+
 async fn a_contact_lists_its_records_of_each_kind(store: TestStore) {
     let admin = admin();
     let contact = store.create_record(&admin, RecordKind::Contact, json!({"first_name": "Ada"})).await.unwrap();
@@ -199,6 +234,8 @@ both_stores!(
     search_finds_names_emails_and_phones_however_they_were_written,
     filters_combine_and_an_agent_sees_only_their_own,
     the_index_follows_updates_deletes_and_bulk_creates_and_pages_by_cursor,
+    a_change_to_other_fields_keeps_a_contact_found_and_a_new_phone_is_found_by_its_digits,
+    contacts_made_for_enquiries_or_changed_in_bulk_are_found_as_they_now_are,
     a_contact_lists_its_records_of_each_kind,
     a_timeline_shows_each_event_owed_then_delivered_per_endpoint
 );

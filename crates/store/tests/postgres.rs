@@ -511,3 +511,121 @@ async fn outcomes_move_each_endpoints_cursor_by_its_own_subscription() {
     assert_eq!(moved, vec![5, 5]);
     assert!(store.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap().is_empty(), "nothing owed is skipped");
 }
+
+/// What the contacts' search was at schema 4: a trigram index on a SQL function of the fields.
+const SEARCH_AT_SCHEMA_4: &str = r#"
+    DROP TABLE contact_search;
+    CREATE FUNCTION contact_search_text(fields TEXT) RETURNS TEXT LANGUAGE SQL IMMUTABLE PARALLEL SAFE AS $$
+        SELECT lower(concat_ws(' ', f ->> 'first_name', f ->> 'last_name', f ->> 'email', f ->> 'phone', f ->> 'mobile',
+            NULLIF(regexp_replace(f ->> 'phone', '[^0-9]', '', 'g'), ''),
+            NULLIF(regexp_replace(f ->> 'mobile', '[^0-9]', '', 'g'), '')))
+        FROM (SELECT fields::jsonb AS f) AS record
+    $$;
+    CREATE INDEX contacts_search ON records USING gin (contact_search_text(fields) gin_trgm_ops) WHERE kind = 'contact';
+    UPDATE schema_version SET version = 4;
+"#;
+
+async fn search_texts(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client.query("SELECT text FROM contact_search ORDER BY seq", &[]).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+async fn found(store: &PgStore, text: &str) -> Vec<String> {
+    let query = estate_crm_store::ContactQuery { search: Some(text.into()), ..Default::default() };
+    let page = store.search_contacts(&admin(), query, PageRequest { limit: 10, cursor: None }).await.unwrap();
+    page.items.iter().map(|r| r.id.clone()).collect()
+}
+
+/// The migration that replaced the trigram index makes each existing contact's search row with the
+/// function new writes use: the rows are the same text byte for byte, where the old SQL function
+/// differed (it repeated a phone that is digits only), and search finds old contacts as new ones.
+#[tokio::test]
+async fn the_search_migration_gives_existing_contacts_the_text_new_writes_give() {
+    let Some(db) = TestDatabase::create().await else { return };
+    migrate_postgres(&db.url).await.unwrap();
+    let client = connect(&db.url).await;
+    client.batch_execute(SEARCH_AT_SCHEMA_4).await.unwrap();
+    let contacts = [
+        json!({"first_name": "Ada", "last_name": "Lovelace", "email": "Ada@Example.com", "phone": "+44 (20) 7946-0001"}),
+        json!({"first_name": "Bo", "mobile": "5551234567", "status": "VIP"}),
+        json!({"first_name": "Émile", "last_name": "Zola"}),
+    ];
+    for (seq, fields) in (1001_i64..).zip(&contacts) {
+        client
+            .execute(
+                "INSERT INTO records (seq, kind, created_by, created_at, updated_at, fields)
+                 VALUES ($1, 'contact', 'usr_test', 0, 0, $2)",
+                &[&seq, &fields.to_string()],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "INSERT INTO records (seq, kind, created_by, created_at, updated_at, fields)
+             VALUES (1004, 'deal', 'usr_test', 0, 0, '{\"title\":\"Flat\"}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let old_function: Vec<String> = client
+        .query("SELECT contact_search_text(fields) FROM records WHERE kind = 'contact' ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let versions = migrate_postgres(&db.url).await.unwrap();
+    assert_eq!(versions.found, 4);
+    let migrated = search_texts(&client).await;
+    assert_eq!(migrated.len(), 3, "one row per contact, none for the deal: {migrated:?}");
+    assert_eq!(migrated[0], "ada lovelace ada@example.com +44 (20) 7946-0001 442079460001");
+    assert_eq!(old_function[1], "bo 5551234567 5551234567", "the old function repeated a phone of digits only");
+    assert_eq!(migrated[1], "bo 5551234567");
+    let gone = client
+        .query_one(
+            "SELECT to_regclass('contacts_search') IS NULL AND NOT EXISTS
+                 (SELECT 1 FROM pg_proc WHERE proname = 'contact_search_text')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(gone.get::<_, bool>(0), "the trigram index and its function are dropped");
+
+    let store = open(&db).await;
+    let ada = found(&store, "2079460001").await;
+    assert_eq!(ada.len(), 1, "an old contact is found by its phone's digits: {ada:?}");
+    assert_eq!(found(&store, "ÉMILE").await.len(), 1, "and by a word in another case");
+
+    // The same contacts written anew (the old ones gone first, for their emails) get the same text.
+    client.batch_execute("DELETE FROM records WHERE seq > 1000; DELETE FROM contact_search").await.unwrap();
+    for fields in contacts {
+        store.create_record(&admin(), RecordKind::Contact, fields).await.unwrap();
+    }
+    assert_eq!(search_texts(&client).await, migrated, "a migrated row is what a new write makes");
+}
+
+/// An import into PostgreSQL makes the search rows of the contacts it brings (they are not carried).
+#[tokio::test]
+async fn an_import_into_postgresql_makes_the_search_rows_of_its_contacts() {
+    let (Some(from), Some(to)) = (TestDatabase::create().await, TestDatabase::create().await) else { return };
+    let store = open(&from).await;
+    let ada = json!({"first_name": "Ada", "email": "ada@example.com", "phone": "+44 (20) 7946-0001"});
+    let ada = store.create_record(&admin(), RecordKind::Contact, ada).await.unwrap();
+    let doomed = store.create_record(&admin(), RecordKind::Contact, json!({"first_name": "Ada Doomed"})).await.unwrap();
+    store.delete_record(&admin(), RecordKind::Contact, &doomed.id).await.unwrap();
+    store.create_record(&admin(), RecordKind::Deal, json!({"title": "Ada's flat"})).await.unwrap();
+    drop(store);
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    estate_crm_store::export_postgres(&from.url, Box::new(file.reopen().unwrap())).await.unwrap();
+    let input = std::io::BufReader::new(file.reopen().unwrap());
+    estate_crm_store::import_postgres(&to.url, Box::new(input)).await.unwrap();
+
+    let moved = open(&to).await;
+    assert_eq!(found(&moved, "2079460001").await, [ada.id.clone()], "the phone's digits find her");
+    assert_eq!(found(&moved, "ada").await, [ada.id.clone()], "the deleted contact and the deal are not found");
+    let client = connect(&to.url).await;
+    assert_eq!(search_texts(&client).await, ["ada ada@example.com +44 (20) 7946-0001 442079460001"]);
+}

@@ -1,24 +1,80 @@
 //! The web app's contact reads (as in `sqlite/contacts.rs`): the contact list by search and
 //! filters, a contact's records, and a record's webhook timeline.
 //!
-//! Search reads `contacts_search`, a `pg_trgm` GIN index on `contact_search_text(fields)` (the
-//! contact's name, email and phones, and the phones' digits alone, in lower case; see migration 2):
-//! each word becomes a `LIKE '%word%'` that the index answers for words of three characters or more.
-//! A trigram index rather than a tsvector, because people search by part of a name, an email or a
-//! phone number, which word stemming would not find.
+//! Search reads `contact_search`, a narrow table of each contact's searchable text (the contact's
+//! name, email and phones, and the phones' digits alone: `prepare::search_text`, as SQLite's, in
+//! lower case), which the write paths keep in the statement that writes the contact (see
+//! `records.rs`). Each word becomes a `LIKE '%word%'`, checked newest first by walking the table's
+//! key backwards, so a page stops reading after its rows; a word few contacts have reads the whole
+//! table once (PERFORMANCE.md, part 8). A `pg_trgm` GIN index on the text made from the JSON
+//! answered such a word at once but cost bulk creates most of their time (PERFORMANCE.md,
+//! "Fifth pass"), and bulk creates are the engine's hot path.
+//!
+//! The text is lower-cased in Rust when it is written, as the words are when they are looked for,
+//! so that both sides fold case the same way and a search needs no `lower()` per row.
 
 use deadpool_postgres::ClientWrapper;
 use estate_crm_domain::webhook::EventFilter;
 use estate_crm_domain::{EventName, Record, RecordKind};
+use serde_json::{Map, Value};
+use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::fanout::delivery_key;
 use super::records::{RECORD_COLUMNS, find_visible, record_from_row};
 use super::webhooks::{DELIVERY_PREFIX, ENDPOINT_PREFIX};
-use crate::prepare::{paginate, parse_cursor};
+use crate::prepare::{paginate, parse_cursor, search_text, timestamp};
 use crate::{
     Actor, ContactQuery, DeliveryStatus, Page, PageRequest, Role, StoreError, TimelineDelivery, TimelineEvent, ids,
 };
+
+/// How many contacts [`rebuild_search`] reads and writes per round trip: bounds its memory.
+const REBUILD_PAGE: i64 = 2000;
+
+/// What `contact_search` holds for a contact whose searchable text (`prepare::search_text`) is
+/// `text`.
+pub(super) fn stored_text(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// A contact's row of `contact_search` made from its stored fields (JSON text), as a new write
+/// makes it from the record: the same function, so old and new contacts are found alike.
+fn stored_text_of_fields(fields_json: &str) -> Result<String, StoreError> {
+    let fields: Map<String, Value> = serde_json::from_str(fields_json)
+        .map_err(|err| StoreError::internal("reading a contact's fields to index it for search", err))?;
+    let contact = Record {
+        kind: RecordKind::Contact,
+        id: String::new(),
+        created_by: String::new(),
+        created_at: timestamp(0),
+        updated_at: timestamp(0),
+        fields,
+    };
+    Ok(search_text(&contact).as_deref().map(stored_text).unwrap_or_default())
+}
+
+/// Makes `contact_search` anew from every contact in `records`, a page at a time, inside the
+/// caller's transaction (the migration that made the table, and an import).
+pub(super) async fn rebuild_search(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    tx.execute("DELETE FROM contact_search", &[]).await?;
+    let read =
+        tx.prepare("SELECT seq, fields FROM records WHERE kind = 'contact' AND seq > $1 ORDER BY seq LIMIT $2").await?;
+    let write =
+        tx.prepare("INSERT INTO contact_search (seq, text) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[])").await?;
+    let (mut after, mut written) = (0_i64, 0_u64);
+    loop {
+        let rows = tx.query(&read, &[&after, &REBUILD_PAGE]).await?;
+        let Some(last) = rows.last() else { return Ok(written) };
+        after = last.try_get(0)?;
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut texts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            seqs.push(row.try_get::<_, i64>(0)?);
+            texts.push(stored_text_of_fields(row.try_get(1)?)?);
+        }
+        written += tx.execute(&write, &[&seqs, &texts]).await?;
+    }
+}
 
 /// The most endpoints a timeline looks at.
 const MAX_ENDPOINTS: i64 = 1000;
@@ -41,9 +97,10 @@ impl Conditions {
     }
 }
 
-/// A word as a `LIKE` pattern's inside: `\` is `LIKE`'s escape (`%` and `_` never reach here).
+/// A word as a `LIKE` pattern on the stored (lower-cased) text: `\` is `LIKE`'s escape (`%` and
+/// `_` never reach here: they split words).
 fn like_word(term: &str) -> String {
-    format!("%{}%", term.to_lowercase().replace('\\', "\\\\"))
+    format!("%{}%", stored_text(term).replace('\\', "\\\\"))
 }
 
 pub(super) async fn search(
@@ -55,40 +112,7 @@ pub(super) async fn search(
 ) -> Result<Page<Record>, StoreError> {
     let before = parse_cursor(page.cursor.as_deref())?;
     let limit = i64::try_from(page.limit).unwrap_or(1000);
-    let mut conditions = Conditions::default();
-    conditions.add("seq < ?", before);
-    if actor.role != Role::Admin {
-        conditions.add("(created_by = ? OR assigned_agent_id = ?)", actor.user_id.clone());
-        let n = conditions.values.len();
-        let last = conditions.terms.last_mut().expect("just added");
-        *last = format!("(created_by = ${n} OR assigned_agent_id = ${n})");
-    }
-    for term in query.search_terms() {
-        conditions.add("contact_search_text(fields) LIKE ?", like_word(&term));
-    }
-    if let Some(status) = &query.status {
-        conditions.add("fields::jsonb ->> 'status' = ?", status.clone());
-    }
-    if let Some(stage) = &query.lifecycle_stage {
-        conditions.add("lower(fields::jsonb ->> 'lifecycle_stage') = lower(?)", stage.clone());
-    }
-    if let Some(tag_name) = &query.tag {
-        conditions.add(
-            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(
-                 CASE WHEN jsonb_typeof(fields::jsonb -> 'tags') = 'array' THEN fields::jsonb -> 'tags' ELSE '[]' END) t
-               WHERE lower(t) = lower(?))",
-            tag_name.clone(),
-        );
-    }
-    if let Some(agent) = &query.agent {
-        conditions.add("assigned_agent_id = ?", agent.clone());
-    }
-    conditions.values.push(Box::new(limit.saturating_add(1)));
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM records WHERE kind = 'contact' AND {} ORDER BY seq DESC LIMIT ${}",
-        conditions.terms.join(" AND "),
-        conditions.values.len()
-    );
+    let (sql, conditions) = search_statement(actor, query, before, limit);
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &conditions.params()).await?;
     let records = rows
@@ -96,6 +120,65 @@ pub(super) async fn search(
         .map(|row| Ok((row.try_get::<_, i64>(0)?, record_from_row(row, tag)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
     paginate(records, page.limit)
+}
+
+/// The search's SQL and its values: contacts older than `before`, one more than `limit`. Without
+/// words it walks `records_by_kind`; with words it walks `contact_search` newest first and looks
+/// each match's record up by key for the filters and the page.
+fn search_statement(actor: &Actor, query: &ContactQuery, before: i64, limit: i64) -> (String, Conditions) {
+    let terms = query.search_terms();
+    let mut conditions = Conditions::default();
+    let from = if terms.is_empty() {
+        conditions.add("r.seq < ?", before);
+        "records r WHERE r.kind = 'contact'"
+    } else {
+        for term in &terms {
+            conditions.add("s.text LIKE ?", like_word(term));
+        }
+        conditions.add("s.seq < ?", before);
+        "contact_search s JOIN records r ON r.seq = s.seq WHERE r.kind = 'contact'"
+    };
+    record_conditions(actor, query, &mut conditions);
+    let order = if terms.is_empty() { "r.seq" } else { "s.seq" };
+    conditions.values.push(Box::new(limit.saturating_add(1)));
+    let sql = format!(
+        "SELECT {columns} FROM {from} AND {filters} ORDER BY {order} DESC LIMIT ${n}",
+        columns = prefixed(RECORD_COLUMNS),
+        filters = conditions.terms.join(" AND "),
+        n = conditions.values.len()
+    );
+    (sql, conditions)
+}
+
+/// The record filters of a query, on `records r`: who may see them, then each filter given.
+fn record_conditions(actor: &Actor, query: &ContactQuery, conditions: &mut Conditions) {
+    if actor.role != Role::Admin {
+        conditions.values.push(Box::new(actor.user_id.clone()));
+        let n = conditions.values.len();
+        conditions.terms.push(format!("(r.created_by = ${n} OR r.assigned_agent_id = ${n})"));
+    }
+    if let Some(status) = &query.status {
+        conditions.add("r.fields::jsonb ->> 'status' = ?", status.clone());
+    }
+    if let Some(stage) = &query.lifecycle_stage {
+        conditions.add("lower(r.fields::jsonb ->> 'lifecycle_stage') = lower(?)", stage.clone());
+    }
+    if let Some(tag_name) = &query.tag {
+        conditions.add(
+            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(
+                 CASE WHEN jsonb_typeof(r.fields::jsonb -> 'tags') = 'array' THEN r.fields::jsonb -> 'tags' ELSE '[]' END) t
+               WHERE lower(t) = lower(?))",
+            tag_name.clone(),
+        );
+    }
+    if let Some(agent) = &query.agent {
+        conditions.add("r.assigned_agent_id = ?", agent.clone());
+    }
+}
+
+/// `seq, kind, ...` as `r.seq, r.kind, ...`.
+fn prefixed(columns: &str) -> String {
+    columns.split(", ").map(|column| format!("r.{column}")).collect::<Vec<_>>().join(", ")
 }
 
 pub(super) async fn records_of_contact(

@@ -7,7 +7,7 @@
 //! carry. Times are Unix seconds (records, events) or milliseconds (the rest), as in SQLite, so that
 //! both stores share every conversion.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::{SchemaVersions, StoreError};
 
@@ -208,7 +208,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX leases_by_holder ON leases (holder);
     "#,
+    // 5: contact search without a trigram index (postgres/contacts.rs): each contact's searchable
+    // text, lower-cased, in a narrow table of its own that the write paths keep beside the contact,
+    // as SQLite's. Filled after this SQL, in the same transaction, by `contacts::rebuild_search`
+    // with the function new writes use (see `fill`), so that old and new contacts are found alike.
+    // Dropping the index first locks `records` against writes until the table is filled. The
+    // trigram index cost bulk creates most of their time (PERFORMANCE.md, "Fifth pass"). No foreign
+    // key: each write path keeps both tables in one statement, and a key's checks would cost every
+    // bulk row a lookup and a row lock.
+    r#"
+    DROP INDEX contacts_search;
+    DROP FUNCTION contact_search_text(TEXT);
+    CREATE TABLE contact_search (seq BIGINT PRIMARY KEY, text TEXT NOT NULL);
+    "#,
 ];
+
+/// The schema version whose table [`fill`] makes the rows of.
+const CONTACT_SEARCH_VERSION: usize = 5;
 
 /// Brings the database up to the newest schema, each migration in its own transaction, all under a
 /// session advisory lock: a second server starting meanwhile waits, then finds nothing to do.
@@ -233,12 +249,24 @@ async fn migrate_locked(client: &mut Client) -> Result<SchemaVersions, StoreErro
         tx.batch_execute(sql)
             .await
             .map_err(|err| StoreError::internal(format!("applying migration {}", index + 1), err))?;
+        fill(&tx, index + 1).await?;
         tx.execute("DELETE FROM schema_version", &[]).await?;
         let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
         tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version]).await?;
         tx.commit().await?;
     }
     Ok(SchemaVersions { found, now: found.max(MIGRATIONS.len()) })
+}
+
+/// The rows a migration's new table derives from others, made in Rust after its SQL, in its
+/// transaction: text that must be exactly what the write paths make, which SQL cannot promise.
+async fn fill(tx: &Transaction<'_>, version: usize) -> Result<(), StoreError> {
+    if version == CONTACT_SEARCH_VERSION {
+        super::contacts::rebuild_search(tx)
+            .await
+            .map_err(|err| StoreError::internal(format!("applying migration {version}"), err))?;
+    }
+    Ok(())
 }
 
 async fn current_version(client: &Client) -> Result<usize, StoreError> {

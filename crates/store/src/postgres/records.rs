@@ -3,6 +3,10 @@
 //! Rows go in with `UNNEST` of one array per column: one prepared statement inserts one row or a
 //! run of five hundred, and a contact whose email is taken is skipped (`ON CONFLICT DO NOTHING`)
 //! and named, instead of aborting the transaction as a failed statement does in PostgreSQL.
+//!
+//! A contact's row of `contact_search` (its searchable text, see `contacts.rs`) is written, changed
+//! and deleted by the same statement as the contact, in a data-changing `WITH`: keeping the search
+//! right costs no round trip.
 
 use std::collections::HashSet;
 
@@ -14,11 +18,12 @@ use tokio::sync::Mutex;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use super::contacts::stored_text;
 use super::webhooks::wake_subscribers;
 use super::writer::WriteCtx;
 use crate::prepare::{
     Failure, PreparedRecord, PreparedRows, RowColumns, RowFailures, commit_time, fields_json, paginate, parse_cursor,
-    split_id, timestamp,
+    search_text, split_id, timestamp,
 };
 use crate::{Actor, BulkOp, EventFilterQuery, Page, PageRequest, StoreError, StoredEvent, ids};
 
@@ -289,7 +294,8 @@ async fn insert_records_and_events(ctx: &WriteCtx, creates: &[&PreparedRecord]) 
         }
     }
     // Data-changing WITH queries all run to their end, whether or not the outer query reads them;
-    // `numbered` sees only the rows `inserted` returned, so a refused record's events are dropped.
+    // `numbered` and `searchable` see only the rows `inserted` returned, so a refused record's
+    // events and search row are dropped.
     let statement = ctx
         .client
         .prepare_cached(
@@ -307,6 +313,10 @@ async fn insert_records_and_events(ctx: &WriteCtx, creates: &[&PreparedRecord]) 
                      WITH ORDINALITY AS e (name, created_at, body, record_seq, ord)
                 WHERE e.record_seq IN (SELECT seq FROM inserted)
                 RETURNING seq
+             ), searchable AS (
+                INSERT INTO contact_search (seq, text)
+                SELECT s.seq, s.text FROM UNNEST($14::BIGINT[], $15::TEXT[]) AS s (seq, text)
+                WHERE s.seq IN (SELECT seq FROM inserted)
              )
              SELECT seq FROM inserted",
         )
@@ -329,6 +339,8 @@ async fn insert_records_and_events(ctx: &WriteCtx, creates: &[&PreparedRecord]) 
                 &events.created_at,
                 &events.body,
                 &events.record_seq,
+                &records.search_seq,
+                &records.search_text,
             ],
         )
         .await?;
@@ -472,17 +484,33 @@ async fn update_one(
             return Err(email_taken());
         }
     }
+    // The search row is written only when its text changed (a status change leaves it be), and
+    // with an upsert, so that a contact without one (written by an older server) gains it.
+    let new_text = search_text(&new);
+    let changed_text = (new_text != search_text(&old)).then(|| new_text.as_deref().map(stored_text)).flatten();
     let statement = ctx
         .client
         .prepare_cached(
-            "UPDATE records SET assigned_agent_id = $2, email_key = $3, updated_at = $4, fields = $5 WHERE seq = $1",
+            "WITH updated AS (
+                UPDATE records SET assigned_agent_id = $2, email_key = $3, updated_at = $4, fields = $5 WHERE seq = $1
+                RETURNING seq
+             )
+             INSERT INTO contact_search (seq, text) SELECT seq, $6::TEXT FROM updated WHERE $6::TEXT IS NOT NULL
+             ON CONFLICT (seq) DO UPDATE SET text = EXCLUDED.text",
         )
         .await?;
     let updated = ctx
         .client
         .execute(
             &statement,
-            &[&seq, &new.assigned_agent_id(), &email_key, &new.updated_at.timestamp(), &fields_json(&new.fields)],
+            &[
+                &seq,
+                &new.assigned_agent_id(),
+                &email_key,
+                &new.updated_at.timestamp(),
+                &fields_json(&new.fields),
+                &changed_text,
+            ],
         )
         .await;
     match updated {
@@ -502,7 +530,12 @@ async fn delete_one(
 ) -> Result<Vec<PendingEvent>, Failure> {
     let (seq, old) = find_visible(&ctx.client, &ctx.state.tag, actor, kind, id).await?.ok_or(Failure::NotFound)?;
     // Seqs come from a sequence that never goes back, so a deleted record's seq is never given again.
-    let statement = ctx.client.prepare_cached("DELETE FROM records WHERE seq = $1").await?;
+    let statement = ctx
+        .client
+        .prepare_cached(
+            "WITH unsearchable AS (DELETE FROM contact_search WHERE seq = $1) DELETE FROM records WHERE seq = $1",
+        )
+        .await?;
     ctx.client.execute(&statement, &[&seq]).await?;
     Ok(change::events_on_delete(&old))
 }
@@ -520,8 +553,8 @@ async fn insert_record(ctx: &WriteCtx, seq: i64, record: &Record, columns: &RowC
     if inserted.contains(&seq) { Ok(()) } else { Err(email_taken()) }
 }
 
-/// Inserts records, each `(seq, record, columns)`, with one statement; answers the seqs inserted
-/// (a contact whose email is taken is left out).
+/// Inserts records, each `(seq, record, columns)`, and the search rows of the contacts among them,
+/// with one statement; answers the seqs inserted (a contact whose email is taken is left out).
 async fn insert_records<'r>(
     ctx: &WriteCtx,
     records: impl Iterator<Item = (i64, &'r Record, &'r RowColumns)>,
@@ -533,11 +566,19 @@ async fn insert_records<'r>(
     let statement = ctx
         .client
         .prepare_cached(
-            "INSERT INTO records (seq, kind, created_by, assigned_agent_id, email_key, created_at, updated_at, fields)
-             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
-                                  $7::BIGINT[], $8::TEXT[])
-             ON CONFLICT DO NOTHING
-             RETURNING seq",
+            "WITH inserted AS (
+                INSERT INTO records (seq, kind, created_by, assigned_agent_id, email_key, created_at, updated_at,
+                                     fields)
+                SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
+                                     $7::BIGINT[], $8::TEXT[])
+                ON CONFLICT DO NOTHING
+                RETURNING seq
+             ), searchable AS (
+                INSERT INTO contact_search (seq, text)
+                SELECT s.seq, s.text FROM UNNEST($9::BIGINT[], $10::TEXT[]) AS s (seq, text)
+                WHERE s.seq IN (SELECT seq FROM inserted)
+             )
+             SELECT seq FROM inserted",
         )
         .await?;
     let rows = ctx
@@ -553,6 +594,8 @@ async fn insert_records<'r>(
                 &columns.created_at,
                 &columns.updated_at,
                 &columns.fields,
+                &columns.search_seq,
+                &columns.search_text,
             ],
         )
         .await?;
@@ -570,6 +613,9 @@ struct RecordColumns<'r> {
     created_at: Vec<i64>,
     updated_at: Vec<i64>,
     fields: Vec<&'r str>,
+    /// The contacts' rows of `contact_search`: their seqs and their text as stored.
+    search_seq: Vec<i64>,
+    search_text: Vec<String>,
 }
 
 impl<'r> RecordColumns<'r> {
@@ -582,6 +628,10 @@ impl<'r> RecordColumns<'r> {
         self.created_at.push(record.created_at.timestamp());
         self.updated_at.push(record.updated_at.timestamp());
         self.fields.push(&row.fields_json);
+        if let Some(text) = &row.search_text {
+            self.search_seq.push(seq);
+            self.search_text.push(stored_text(text));
+        }
     }
 }
 

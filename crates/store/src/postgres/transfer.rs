@@ -5,7 +5,7 @@
 //! memory. An import runs in one transaction that first locks every carried table against writes:
 //! a server started meanwhile waits for it, then finds the imported administrator and its token
 //! rather than making new ones. Rows go in with one `INSERT ... SELECT FROM UNNEST` of a column
-//! array each per batch. Both sides read and write the stream on a blocking thread, handed over
+//! array each per batch; the contacts' search rows are then made from the imported contacts. Both sides read and write the stream on a blocking thread, handed over
 //! through a small bounded channel, so that neither a slow disk nor a slow pipe blocks the runtime.
 
 use std::io::{BufRead, Write};
@@ -231,6 +231,9 @@ async fn import_from(
         match read.recv().await {
             Some(Ok(Read::Item(Item::Rows(batch)))) => insert(&tx, batch.table, &batch.rows).await?,
             Some(Ok(Read::Item(Item::End { sequences, summary }))) => {
+                // The search rows are not carried: made here from the imported contacts, by the
+                // function new writes use.
+                super::contacts::rebuild_search(&tx).await?;
                 set_counters(&tx, &header.tag, &sequences).await?;
                 tx.commit().await.map_err(|err| failed("committing the import", err))?;
                 return Ok(summary);
