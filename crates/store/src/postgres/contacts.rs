@@ -122,31 +122,47 @@ pub(super) async fn search(
     paginate(records, page.limit)
 }
 
-/// The search's SQL and its values: contacts older than `before`, one more than `limit`. Without
-/// words it walks `records_by_kind`; with words it walks `contact_search` newest first and looks
-/// each match's record up by key for the filters and the page.
+/// The search's SQL and its values: contacts older than `before`, one more than `limit`.
+///
+/// Without words it walks `records_by_kind` newest first. With words it walks `contact_search`'s
+/// key backwards and looks each matching row's record up by key for the filters, so that a page
+/// stops after its rows. Two things keep PostgreSQL's planner on that path whatever its statistics
+/// (this server runs without autovacuum's, and a fresh table has none): the records are a `LATERAL`
+/// subquery fenced by `OFFSET 0`, so the search table is always the outer loop (otherwise the
+/// planner walks every contact's record and looks its text up); and the words are one `LIKE ALL`
+/// inside `COALESCE`, which the planner guesses matches half the rows, so that it expects to stop
+/// early, where it guesses a few rows for each `LIKE '%word%'` and then reads and sorts them all (a
+/// word every contact has took 0.9 s at 200,000 contacts that way, 0.2 ms this way).
 fn search_statement(actor: &Actor, query: &ContactQuery, before: i64, limit: i64) -> (String, Conditions) {
-    let terms = query.search_terms();
+    let words = query.search_terms();
     let mut conditions = Conditions::default();
-    let from = if terms.is_empty() {
+    let columns = prefixed(RECORD_COLUMNS);
+    let sql = if words.is_empty() {
         conditions.add("r.seq < ?", before);
-        "records r WHERE r.kind = 'contact'"
+        record_conditions(actor, query, &mut conditions);
+        conditions.values.push(Box::new(limit.saturating_add(1)));
+        format!(
+            "SELECT {columns} FROM records r WHERE r.kind = 'contact' AND {filters} ORDER BY r.seq DESC LIMIT ${n}",
+            filters = conditions.terms.join(" AND "),
+            n = conditions.values.len()
+        )
     } else {
-        for term in &terms {
-            conditions.add("s.text LIKE ?", like_word(term));
-        }
+        let patterns: Vec<String> = words.iter().map(|word| like_word(word)).collect();
+        conditions.add("COALESCE(s.text LIKE ALL (?::TEXT[]), FALSE)", patterns);
         conditions.add("s.seq < ?", before);
-        "contact_search s JOIN records r ON r.seq = s.seq WHERE r.kind = 'contact'"
+        let searched = conditions.terms.len();
+        record_conditions(actor, query, &mut conditions);
+        let record_filters: String = conditions.terms[searched..].iter().map(|term| format!(" AND {term}")).collect();
+        conditions.values.push(Box::new(limit.saturating_add(1)));
+        format!(
+            "SELECT {columns} FROM contact_search s CROSS JOIN LATERAL (
+                SELECT {columns} FROM records r WHERE r.seq = s.seq AND r.kind = 'contact'{record_filters} OFFSET 0
+             ) r
+             WHERE {search} ORDER BY s.seq DESC LIMIT ${n}",
+            search = conditions.terms[..searched].join(" AND "),
+            n = conditions.values.len()
+        )
     };
-    record_conditions(actor, query, &mut conditions);
-    let order = if terms.is_empty() { "r.seq" } else { "s.seq" };
-    conditions.values.push(Box::new(limit.saturating_add(1)));
-    let sql = format!(
-        "SELECT {columns} FROM {from} AND {filters} ORDER BY {order} DESC LIMIT ${n}",
-        columns = prefixed(RECORD_COLUMNS),
-        filters = conditions.terms.join(" AND "),
-        n = conditions.values.len()
-    );
     (sql, conditions)
 }
 
