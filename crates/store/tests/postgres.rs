@@ -629,3 +629,19 @@ async fn an_import_into_postgresql_makes_the_search_rows_of_its_contacts() {
     let client = connect(&to.url).await;
     assert_eq!(search_texts(&client).await, ["ada ada@example.com +44 (20) 7946-0001 442079460001"]);
 }
+
+/// A deleted contact's search row goes with it, alone or in bulk (a search would not show it, as its
+/// record is gone, but the row would be read by every search after).
+#[tokio::test]
+async fn a_deleted_contact_leaves_no_search_row() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let rows = (0..4).map(|n| json!({"first_name": format!("C{n}")})).collect();
+    let ids = store.bulk(&admin(), RecordKind::Contact, BulkOp::Create(rows)).await.unwrap();
+    store.create_record(&admin(), RecordKind::Deal, json!({"title": "Flat"})).await.unwrap();
+    let client = connect(&db.url).await;
+    assert_eq!(search_texts(&client).await, ["c0", "c1", "c2", "c3"]);
+    store.delete_record(&admin(), RecordKind::Contact, &ids[0]).await.unwrap();
+    store.bulk(&admin(), RecordKind::Contact, BulkOp::Delete(ids[2..].to_vec())).await.unwrap();
+    assert_eq!(search_texts(&client).await, ["c1"]);
+}

@@ -338,3 +338,75 @@ async fn delivery_state(
     let owed = endpoint.active && endpoint.events.matches(name) && event_seq > endpoint.cursor;
     Ok(owed.then(|| base(DeliveryStatus::Pending)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The search's plans on a real PostgreSQL (the server `ESTATE_CRM_TEST_POSTGRES` names, as the
+    //! store's tests; `off` leaves this out), in a database of its own with 20,000 contacts and no
+    //! statistics, as a fresh table has.
+
+    use tokio_postgres::{Client, NoTls};
+
+    use super::*;
+
+    const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    async fn connect(url: &str) -> Client {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A migrated database holding 20,000 contacts (`Ada Lovelace`, `ada-N@example.com`); answers
+    /// the admin URL and its name, to drop it.
+    async fn database_of_contacts() -> Option<(Client, String, String)> {
+        let admin_url = match std::env::var("ESTATE_CRM_TEST_POSTGRES") {
+            Ok(value) if value == "off" => return None,
+            Ok(value) if !value.is_empty() => value,
+            _ => DEFAULT_ADMIN_URL.to_owned(),
+        };
+        let name = format!("estate_crm_test_{}", uuid::Uuid::new_v4().simple());
+        connect(&admin_url).await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+        let mut client = connect(&url).await;
+        super::super::migrations::migrate(&mut client).await.unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO records (seq, kind, created_by, created_at, updated_at, fields)
+                     SELECT n, 'contact', 'usr_a', 0, 0,
+                            '{\"first_name\":\"Ada\",\"last_name\":\"Lovelace\",\"email\":\"ada-' || n || '@example.com\"}'
+                     FROM generate_series(1, 20000) n;
+                 INSERT INTO contact_search (seq, text)
+                     SELECT n, 'ada lovelace ada-' || n || '@example.com' FROM generate_series(1, 20000) n;",
+            )
+            .await
+            .unwrap();
+        Some((client, admin_url, name))
+    }
+
+    async fn plan(client: &Client, actor: &Actor, search: &str) -> String {
+        let query = ContactQuery { search: Some(search.into()), ..Default::default() };
+        let (sql, conditions) = search_statement(actor, &query, i64::MAX, 50);
+        let rows = client.query(&format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}"), &conditions.params()).await.unwrap();
+        rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_search_walks_the_search_table_newest_first_and_stops_after_its_page() {
+        let Some((client, admin_url, name)) = database_of_contacts().await else { return };
+        let admin = Actor { user_id: "usr_a".into(), role: Role::Admin };
+        let agent = Actor { user_id: "usr_a".into(), role: Role::Agent };
+        for (actor, words) in [(&admin, "ada lovelace"), (&agent, "LOVELACE"), (&admin, "example a d")] {
+            let plan = plan(&client, actor, words).await;
+            assert!(plan.contains("Index Scan Backward using contact_search_pkey"), "{words}: {plan}");
+            assert!(!plan.contains("Sort"), "{words}: {plan}");
+            assert!(plan.contains("rows=51 loops=1)"), "{words}: the page's rows and no more: {plan}");
+        }
+        let rare = plan(&client, &admin, "ada-10000@example").await;
+        assert!(rare.contains("Index Scan Backward using contact_search_pkey"), "{rare}");
+        assert!(rare.contains("Rows Removed by Filter: 19999"), "one pass over the table: {rare}");
+        assert!(!rare.contains("Sort"), "{rare}");
+        drop(client);
+        connect(&admin_url).await.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
+    }
+}
