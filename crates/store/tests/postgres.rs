@@ -624,8 +624,12 @@ async fn an_import_into_postgresql_makes_the_search_rows_of_its_contacts() {
     estate_crm_store::import_postgres(&to.url, Box::new(input)).await.unwrap();
 
     let moved = open(&to).await;
-    assert_eq!(found(&moved, "2079460001").await, [ada.id.clone()], "the phone's digits find her");
-    assert_eq!(found(&moved, "ada").await, [ada.id.clone()], "the deleted contact and the deal are not found");
+    assert_eq!(found(&moved, "2079460001").await, std::slice::from_ref(&ada.id), "the phone's digits find her");
+    assert_eq!(
+        found(&moved, "ada").await,
+        std::slice::from_ref(&ada.id),
+        "the deleted contact and the deal are not found"
+    );
     let client = connect(&to.url).await;
     assert_eq!(search_texts(&client).await, ["ada ada@example.com +44 (20) 7946-0001 442079460001"]);
 }
