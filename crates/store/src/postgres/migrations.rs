@@ -212,13 +212,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // text, lower-cased, in a narrow table of its own that the write paths keep beside the contact,
     // as SQLite's. Filled after this SQL, in the same transaction, by `contacts::rebuild_search`
     // with the function new writes use (see `fill`), so that old and new contacts are found alike.
-    // Dropping the index first locks `records` against writes until the table is filled. The
-    // trigram index cost bulk creates most of their time (PERFORMANCE.md, "Fifth pass"). No foreign
-    // key: each write path keeps both tables in one statement, and a key's checks would cost every
-    // bulk row a lookup and a row lock.
+    // `records` is locked first, so that no contact is written (by a server of the version before)
+    // between the fill's read and the commit. The trigram index cost bulk creates most of their
+    // time (PERFORMANCE.md, "Fifth pass"). No foreign key: each write path keeps both tables in one
+    // statement, and a key's checks would cost every bulk row a lookup and a row lock.
     r#"
-    DROP INDEX contacts_search;
-    DROP FUNCTION contact_search_text(TEXT);
+    LOCK TABLE records IN SHARE MODE;
+    DROP INDEX IF EXISTS contacts_search;
+    DROP FUNCTION IF EXISTS contact_search_text(TEXT);
     CREATE TABLE contact_search (seq BIGINT PRIMARY KEY, text TEXT NOT NULL);
     "#,
 ];
