@@ -560,7 +560,7 @@ async fn outcomes_alone_commit_asynchronously_and_a_create_synchronously() {
     store.record_outcomes(succeeded(&all, &owed[..1])).await.unwrap();
     assert_eq!(commit_modes(&client).await, vec![("deliveries".to_owned(), "off".to_owned())]);
 
-    // Outcomes and a create sent together: whichever commits they share, a create's is synchronous.
+    // Outcomes and a create sent together: however they are batched, a create's commit is synchronous.
     let actor = admin();
     let create = store.create_record(&actor, RecordKind::Contact, json!({"first_name": "C"}));
     let record = store.record_outcomes(succeeded(&all, &owed[1..]));

@@ -30,7 +30,10 @@
 //! PostgreSQL itself can lose one) leaves its delivery pending, so it is attempted again with the
 //! same webhook-id, never lost; SQLite's writer treats outcomes the same way. Any other job in the
 //! transaction (a create, an endpoint's change) makes its commit synchronous, and a later
-//! synchronous commit flushes the earlier asynchronous ones with it.
+//! synchronous commit flushes the earlier asynchronous ones with it. The outcome-only jobs of a batch
+//! go first, in a transaction of their own ([`take_synchronous`]): an attempt holds its endpoint's
+//! `max_in_flight` permit until its outcome is committed, so an outcome that waited for the creates'
+//! statements and flush held the lane back by as much.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -365,34 +368,55 @@ async fn run(
                 }
             }
         }
-        let jobs_in_batch = batch.len();
-        let started = Instant::now();
-        let committed = commit_batch(&mut ctx, &mut batch).await;
-        tracing::debug!(
-            target: TIMING,
-            jobs = jobs_in_batch,
-            took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "group commit"
-        );
-        let changes = std::mem::take(&mut ctx.changes);
-        let notes = std::mem::take(&mut ctx.recent);
-        match committed {
-            Ok(()) => {
-                // Before anyone hears of the commit, so that the reads it brings find its events.
-                ctx.state.recent.apply(notes, ctx.last_event_seq, changes.settings_changed);
-                feed.publish(changes)
+        let mut synchronous = take_synchronous(&mut batch);
+        for part in [&mut batch, &mut synchronous] {
+            if !part.is_empty() {
+                commit_and_publish(&mut ctx, part, &feed).await;
             }
-            Err(kind) => {
-                // Whatever this transaction did may or may not be in.
-                ctx.state.recent.forget_all();
-                ctx.state.routes = None;
-                if kind == ErrorKind::Unavailable {
-                    // The connection broke, perhaps after COMMIT reached the database: the batch
-                    // may be committed though its callers were answered 503. Its lanes are woken
-                    // as if it were, so that what it made owed goes out; a wake for nothing costs
-                    // a read.
-                    feed.publish(changes);
-                }
+        }
+    }
+}
+
+/// Takes the batch's synchronous jobs out of it, in their order, and leaves its outcome-only ones:
+/// those commit first, in a transaction of their own, so that attempts' outcomes (and the
+/// `max_in_flight` permits their attempts hold until then) do not wait for creates' statements and
+/// WAL flush. Every job of a batch was sent before the batch began and none is answered yet, so
+/// this order is one they could have had.
+fn take_synchronous(batch: &mut Vec<Job>) -> Vec<Job> {
+    let (deferred, synchronous) = batch.drain(..).partition(|job| matches!(job, Job::Work(_, Durability::Deferred)));
+    *batch = deferred;
+    synchronous
+}
+
+/// Commits `batch` (answering every job) and tells the ring of recent events and the dispatcher.
+async fn commit_and_publish(ctx: &mut WriteCtx, batch: &mut Vec<Job>, feed: &ChangeFeed) {
+    let jobs_in_batch = batch.len();
+    let started = Instant::now();
+    let committed = commit_batch(ctx, batch).await;
+    tracing::debug!(
+        target: TIMING,
+        jobs = jobs_in_batch,
+        took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "group commit"
+    );
+    let changes = std::mem::take(&mut ctx.changes);
+    let notes = std::mem::take(&mut ctx.recent);
+    match committed {
+        Ok(()) => {
+            // Before anyone hears of the commit, so that the reads it brings find its events.
+            ctx.state.recent.apply(notes, ctx.last_event_seq, changes.settings_changed);
+            feed.publish(changes)
+        }
+        Err(kind) => {
+            // Whatever this transaction did may or may not be in.
+            ctx.state.recent.forget_all();
+            ctx.state.routes = None;
+            if kind == ErrorKind::Unavailable {
+                // The connection broke, perhaps after COMMIT reached the database: the batch
+                // may be committed though its callers were answered 503. Its lanes are woken
+                // as if it were, so that what it made owed goes out; a wake for nothing costs
+                // a read.
+                feed.publish(changes);
             }
         }
     }
