@@ -616,14 +616,14 @@ async fn a_create_on_another_server_is_found_by_the_read_its_wake_up_brings() {
     assert_eq!(event_seqs(&third), vec![3], "the read after the wake-up finds the other server's event");
 }
 
-/// Events another server committed without a wake-up this server heard (here: that server's
-/// endpoints were read before this endpoint existed) are not skipped by this server's memory: its
-/// next commit begins after them, so memory holds only what follows.
+/// Events another server committed are not skipped by this server's memory, whether or not their
+/// wake-up has arrived yet: this server's next commit begins after them, so memory holds only what
+/// follows (`recent.rs`'s unit tests take the case without a wake-up alone).
 #[tokio::test]
-async fn events_another_server_committed_unheard_are_not_skipped() {
+async fn events_another_server_committed_are_not_skipped() {
     let Some(db) = TestDatabase::create().await else { return };
     let (a, b) = (open(&db).await, open(&db).await);
-    contact(&a, "1").await; // a reads the active endpoints now: none.
+    contact(&a, "1").await;
     let all = endpoint(&b, EventFilter::All).await;
     contact(&b, "2").await;
     let first = b.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
@@ -633,4 +633,26 @@ async fn events_another_server_committed_unheard_are_not_skipped() {
     contact(&b, "4").await;
     let next = b.due_deliveries(&all, first[0].seq, i64::MAX, 10).await.unwrap();
     assert_eq!(event_seqs(&next), vec![3, 4], "event 3, committed by the other server, is owed too");
+}
+
+/// A server that read the active endpoints before another server made one wakes it with its own
+/// creates once it has heard of it: its commits tell the other server, which holds the endpoint.
+#[tokio::test]
+async fn creates_on_one_server_wake_an_endpoint_made_on_another() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let (a, b) = (open(&db).await, open(&db).await);
+    contact(&a, "1").await; // a reads the active endpoints now: none.
+    let all = endpoint(&b, EventFilter::All).await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !a.changes().next().await.settings_changed {}
+    });
+    heard.await.expect("a hears of b's new endpoint");
+    drain_changes(&b).await;
+    contact(&a, "2").await;
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !b.changes().next().await.endpoints.contains(&all) {}
+    });
+    woken.await.expect("a's create wakes the endpoint b made");
+    let due = b.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&due), vec![2]);
 }

@@ -132,11 +132,17 @@ pub(crate) fn new_server_id() -> String {
 pub(crate) struct Hearing {
     pub feed: Arc<ChangeFeed>,
     pub recent: Arc<Recent>,
+    /// The writer's flag to read the active endpoints again (`WriterState::routes_stale`).
+    pub routes_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Hearing {
     /// Publishes another server's change (or what may have been missed) to this server's lanes.
     fn publish(&self, changes: Changes) {
+        if changes.settings_changed {
+            // An endpoint made or changed elsewhere: this server's commits must wake it too.
+            self.routes_stale.store(true, std::sync::atomic::Ordering::Release);
+        }
         // Before the lanes hear of it, so that the reads it brings go to the database.
         self.recent.forget_all();
         self.feed.publish(changes);

@@ -107,6 +107,7 @@ impl PgStore {
         let seqs = Arc::new(records::RecordSeqs::default());
         let server = cluster::new_server_id();
         let recent = Arc::new(recent::Recent::default());
+        let routes_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = WriterState {
             tag: tag.clone(),
             site_url: config.site_url.clone(),
@@ -114,10 +115,11 @@ impl PgStore {
             routes: None,
             server: server.clone(),
             recent: recent.clone(),
+            routes_stale: routes_stale.clone(),
         };
         let availability = Arc::new(Availability::default());
         let writer = Writer::start(writer_pool, availability.clone(), state, feed.clone()).await?;
-        let listener = cluster::Hearing { feed: feed.clone(), recent: recent.clone() };
+        let listener = cluster::Hearing { feed: feed.clone(), recent: recent.clone(), routes_stale };
         let leases =
             cluster::join(server, pg_config(&config.url)?, pool(&config.url, 1)?, tag.clone(), listener, lease_ttl)
                 .await?;

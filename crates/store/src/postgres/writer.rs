@@ -38,6 +38,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -152,6 +153,9 @@ pub(crate) struct WriterState {
     pub seqs: Arc<super::records::RecordSeqs>,
     /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
+    /// Set when another server changed endpoints: the routes are read again at the next transaction,
+    /// so that this server's commits wake (and tell the others of) endpoints made elsewhere.
+    pub routes_stale: Arc<AtomicBool>,
     /// This server's id in the cluster, so that it ignores its own wake-ups (`cluster.rs`).
     pub server: String,
     /// The events this writer committed lately, which answer most lane reads (`recent.rs`).
@@ -442,6 +446,9 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
     while jobs.peek().is_some() {
         ctx.poisoned = None;
         ctx.savepoint_open = false;
+        if ctx.state.routes_stale.swap(false, Ordering::AcqRel) {
+            ctx.state.routes = None;
+        }
         match begin(&ctx.client).await {
             Ok(newest) => {
                 ctx.last_event_seq = newest;
