@@ -649,3 +649,148 @@ async fn a_deleted_contact_leaves_no_search_row() {
     store.bulk(&admin(), RecordKind::Contact, BulkOp::Delete(ids[2..].to_vec())).await.unwrap();
     assert_eq!(search_texts(&client).await, ["c1"]);
 }
+
+/// Records, at each commit that wrote a row of `table`, the `synchronous_commit` it commits with: a
+/// deferred constraint trigger fires inside `COMMIT`, after everything the transaction sent before it.
+async fn log_commit_modes(client: &tokio_postgres::Client, table: &str) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS commit_modes (at_table TEXT NOT NULL, mode TEXT NOT NULL);
+             CREATE OR REPLACE FUNCTION log_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO commit_modes VALUES (TG_TABLE_NAME, current_setting('synchronous_commit'));
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER log_commit_mode AFTER INSERT OR UPDATE ON {table}
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION log_commit_mode();"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The `synchronous_commit` of each logged row's commit, by table, and the log emptied.
+async fn commit_modes(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    let rows = client.query("DELETE FROM commit_modes RETURNING at_table, mode", &[]).await.unwrap();
+    let mut modes: Vec<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    modes.sort();
+    modes.dedup();
+    modes
+}
+
+/// A commit that carries only attempts' outcomes does not wait for its WAL flush (a crash of the
+/// database can only make those deliveries repeat); a create's commit does, and so does one that
+/// carries outcomes beside a create.
+#[tokio::test]
+async fn outcomes_alone_commit_asynchronously_and_a_create_synchronously() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let all = endpoint(&store, EventFilter::All).await;
+    let client = connect(&db.url).await;
+    log_commit_modes(&client, "records").await;
+    log_commit_modes(&client, "deliveries").await;
+    for name in ["A", "B"] {
+        store.create_record(&admin(), RecordKind::Contact, json!({"first_name": name})).await.unwrap();
+    }
+    assert_eq!(commit_modes(&client).await, vec![("records".to_owned(), "on".to_owned())]);
+
+    let owed = store.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(owed.len(), 2);
+    store.record_outcomes(succeeded(&all, &owed[..1])).await.unwrap();
+    assert_eq!(commit_modes(&client).await, vec![("deliveries".to_owned(), "off".to_owned())]);
+
+    // Outcomes and a create sent together: however they are batched, a create's commit is synchronous.
+    let actor = admin();
+    let create = store.create_record(&actor, RecordKind::Contact, json!({"first_name": "C"}));
+    let record = store.record_outcomes(succeeded(&all, &owed[1..]));
+    let (created, recorded) = tokio::join!(create, record);
+    created.unwrap();
+    recorded.unwrap();
+    let modes = commit_modes(&client).await;
+    assert!(modes.contains(&("records".to_owned(), "on".to_owned())), "{modes:?}");
+    assert!(!modes.contains(&("records".to_owned(), "off".to_owned())), "{modes:?}");
+    let delivered: i64 = client.query_one("SELECT COUNT(*) FROM deliveries", &[]).await.unwrap().get(0);
+    assert_eq!(delivered, 2, "both outcomes are recorded");
+}
+
+/// Takes whatever `store`'s change feed holds now, without waiting.
+async fn drain_changes(store: &PgStore) {
+    while tokio::time::timeout(std::time::Duration::ZERO, store.changes().next()).await.is_ok() {}
+}
+
+async fn contact(store: &PgStore, name: &str) {
+    store.create_record(&admin(), RecordKind::Contact, json!({"first_name": name})).await.unwrap();
+}
+
+/// The events of `due`, by seq.
+fn event_seqs(due: &[DueDelivery]) -> Vec<i64> {
+    due.iter().map(|delivery| delivery.seq >> 20).collect()
+}
+
+/// A lane that keeps up with its own server's creates is answered from memory (`recent.rs`); a
+/// change committed by another server, once this one hears of it, is read from the database: the
+/// read it wakes finds it.
+#[tokio::test]
+async fn a_create_on_another_server_is_found_by_the_read_its_wake_up_brings() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let (a, b) = (open(&db).await, open(&db).await);
+    let all = endpoint(&b, EventFilter::All).await;
+    contact(&b, "1").await;
+    let first = b.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&first), vec![1]);
+    b.record_outcomes(succeeded(&all, &first)).await.unwrap();
+    contact(&b, "2").await;
+    let second = b.due_deliveries(&all, first[0].seq, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&second), vec![2]);
+    b.record_outcomes(succeeded(&all, &second)).await.unwrap();
+    assert!(b.due_deliveries(&all, second[0].seq, i64::MAX, 10).await.unwrap().is_empty());
+
+    drain_changes(&b).await;
+    contact(&a, "3").await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !b.changes().next().await.endpoints.contains(&all) {}
+    });
+    heard.await.expect("b hears of a's create");
+    let third = b.due_deliveries(&all, second[0].seq, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&third), vec![3], "the read after the wake-up finds the other server's event");
+}
+
+/// Events another server committed are not skipped by this server's memory, whether or not their
+/// wake-up has arrived yet: this server's next commit begins after them, so memory holds only what
+/// follows (`recent.rs`'s unit tests take the case without a wake-up alone).
+#[tokio::test]
+async fn events_another_server_committed_are_not_skipped() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let (a, b) = (open(&db).await, open(&db).await);
+    contact(&a, "1").await;
+    let all = endpoint(&b, EventFilter::All).await;
+    contact(&b, "2").await;
+    let first = b.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&first), vec![2], "event 1 predates the endpoint");
+    b.record_outcomes(succeeded(&all, &first)).await.unwrap();
+    contact(&a, "3").await;
+    contact(&b, "4").await;
+    let next = b.due_deliveries(&all, first[0].seq, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&next), vec![3, 4], "event 3, committed by the other server, is owed too");
+}
+
+/// A server that read the active endpoints before another server made one wakes it with its own
+/// creates once it has heard of it: its commits tell the other server, which holds the endpoint.
+#[tokio::test]
+async fn creates_on_one_server_wake_an_endpoint_made_on_another() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let (a, b) = (open(&db).await, open(&db).await);
+    contact(&a, "1").await; // a reads the active endpoints now: none.
+    let all = endpoint(&b, EventFilter::All).await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !a.changes().next().await.settings_changed {}
+    });
+    heard.await.expect("a hears of b's new endpoint");
+    drain_changes(&b).await;
+    contact(&a, "2").await;
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !b.changes().next().await.endpoints.contains(&all) {}
+    });
+    woken.await.expect("a's create wakes the endpoint b made");
+    let due = b.due_deliveries(&all, 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(event_seqs(&due), vec![2]);
+}

@@ -22,7 +22,9 @@
 //! commits. Each server listens on a connection of its own and publishes what it hears into its
 //! `ChangeFeed`, as its own writer does, so a change made on one server is sent at once by the
 //! server that holds the endpoint. A listener that lost its connection cannot know what it missed:
-//! once it listens again, it wakes every lane to read from the start.
+//! once it listens again, it wakes every lane to read from the start. Whatever it hears from another
+//! server first empties the memory of recent events (`recent.rs`), so the lanes it wakes read the
+//! database, where that server's change is.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+use super::recent::Recent;
 use super::webhooks::ENDPOINT_PREFIX;
 use crate::cluster::{HUBSPOT_LEASE, Leases};
 use crate::{ChangeFeed, Changes, StoreError, ids};
@@ -124,6 +127,28 @@ pub(crate) fn new_server_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// What hears the other servers' wake-ups: this server's change feed, and its memory of recent
+/// events, which each wake-up empties first.
+pub(crate) struct Hearing {
+    pub feed: Arc<ChangeFeed>,
+    pub recent: Arc<Recent>,
+    /// The writer's flag to read the active endpoints again (`WriterState::routes_stale`).
+    pub routes_stale: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Hearing {
+    /// Publishes another server's change (or what may have been missed) to this server's lanes.
+    fn publish(&self, changes: Changes) {
+        if changes.settings_changed {
+            // An endpoint made or changed elsewhere: this server's commits must wake it too.
+            self.routes_stale.store(true, std::sync::atomic::Ordering::Release);
+        }
+        // Before the lanes hear of it, so that the reads it brings go to the database.
+        self.recent.forget_all();
+        self.feed.publish(changes);
+    }
+}
+
 /// Joins the cluster as `server`: listens for the others' wake-ups first (so nothing committed
 /// after a lane's first read can go unheard), then starts the keeper. Both run as long as the
 /// runtime, or until [`Leases::let_go`].
@@ -132,11 +157,12 @@ pub(crate) async fn join(
     config: tokio_postgres::Config,
     keeper_pool: Pool,
     tag: String,
-    feed: Arc<ChangeFeed>,
+    hearing: Hearing,
     ttl: LeaseTtl,
 ) -> Result<Leases, StoreError> {
     let leases = Leases::kept();
-    let listener = Listener { config, server: server.clone(), tag: tag.clone(), feed, leases: leases.clone() };
+    let hearing = Arc::new(hearing);
+    let listener = Listener { config, server: server.clone(), tag: tag.clone(), hearing, leases: leases.clone() };
     let listening = listener.connect().await.map_err(|err| StoreError::internal("listening for wake-ups", err))?;
     tokio::spawn(listener.run(listening));
     let keeper = Keeper { pool: keeper_pool, server, tag, ttl, leases: leases.clone() };
@@ -295,7 +321,7 @@ struct Listener {
     config: tokio_postgres::Config,
     server: String,
     tag: String,
-    feed: Arc<ChangeFeed>,
+    hearing: Arc<Hearing>,
     leases: Leases,
 }
 
@@ -313,7 +339,7 @@ impl Listener {
         let everything = Arc::new(Notify::new());
         let hears = Hears {
             server: self.server.clone(),
-            feed: self.feed.clone(),
+            hearing: self.hearing.clone(),
             leases: self.leases.clone(),
             everything: everything.clone(),
         };
@@ -339,7 +365,11 @@ impl Listener {
         loop {
             loop {
                 tokio::select! {
-                    _ = &mut listening.messages => break,
+                    _ = &mut listening.messages => {
+                        // Deaf until it listens again: memory must not stand in for what is missed.
+                        self.hearing.recent.forget_all();
+                        break;
+                    }
                     _ = listening.everything.notified() => self.wake_everything(&listening.client).await,
                 }
             }
@@ -368,7 +398,7 @@ impl Listener {
                 HashSet::new()
             }
         };
-        self.feed.publish(Changes { endpoints: HashSet::new(), rescan, settings_changed: true });
+        self.hearing.publish(Changes { endpoints: HashSet::new(), rescan, settings_changed: true });
         self.leases.recheck();
     }
 }
@@ -376,7 +406,7 @@ impl Listener {
 /// What the message task does with a payload.
 struct Hears {
     server: String,
-    feed: Arc<ChangeFeed>,
+    hearing: Arc<Hearing>,
     leases: Leases,
     everything: Arc<Notify>,
 }
@@ -402,7 +432,7 @@ impl Hears {
             message[key].as_array().into_iter().flatten().filter_map(|id| id.as_str().map(str::to_owned)).collect()
         };
         let settings_changed = message["settings_changed"].as_bool() == Some(true);
-        self.feed.publish(Changes { endpoints: ids("endpoints"), rescan: ids("rescan"), settings_changed });
+        self.hearing.publish(Changes { endpoints: ids("endpoints"), rescan: ids("rescan"), settings_changed });
         if settings_changed {
             self.leases.recheck();
         }

@@ -13,6 +13,7 @@ mod fanout;
 mod hubspot;
 pub(crate) mod migrations;
 mod pipeline;
+mod recent;
 mod records;
 mod transfer;
 mod web;
@@ -33,7 +34,7 @@ use crate::*;
 use availability::Availability;
 pub use cluster::LeaseTtl;
 pub use transfer::{export_postgres, import_postgres};
-use writer::{Writer, WriterState};
+use writer::{Durability, Writer, WriterState};
 
 /// How long a request waits for a free connection before it is answered with an error.
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -81,6 +82,8 @@ struct Inner {
     preparer: Preparer,
     seqs: Arc<records::RecordSeqs>,
     leases: Leases,
+    /// Recent events, which answer most lane reads without the database (see `recent`).
+    recent: Arc<recent::Recent>,
 }
 
 impl PgStore {
@@ -103,17 +106,22 @@ impl PgStore {
         let feed = Arc::new(ChangeFeed::default());
         let seqs = Arc::new(records::RecordSeqs::default());
         let server = cluster::new_server_id();
+        let recent = Arc::new(recent::Recent::default());
+        let routes_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = WriterState {
             tag: tag.clone(),
             site_url: config.site_url.clone(),
             seqs: seqs.clone(),
             routes: None,
             server: server.clone(),
+            recent: recent.clone(),
+            routes_stale: routes_stale.clone(),
         };
         let availability = Arc::new(Availability::default());
         let writer = Writer::start(writer_pool, availability.clone(), state, feed.clone()).await?;
+        let listener = cluster::Hearing { feed: feed.clone(), recent: recent.clone(), routes_stale };
         let leases =
-            cluster::join(server, pg_config(&config.url)?, pool(&config.url, 1)?, tag.clone(), feed.clone(), lease_ttl)
+            cluster::join(server, pg_config(&config.url)?, pool(&config.url, 1)?, tag.clone(), listener, lease_ttl)
                 .await?;
         let preparer = Preparer {
             tag: tag.clone(),
@@ -132,6 +140,7 @@ impl PgStore {
             preparer,
             seqs,
             leases,
+            recent,
         };
         Ok(PgStore { inner: Arc::new(inner) })
     }
@@ -385,7 +394,24 @@ impl Store for PgStore {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        webhooks::due_deliveries(&*self.reader().await?, &self.inner.tag, endpoint_id, after_seq, now_ms, limit).await
+        let endpoint = webhooks::endpoint_seq(&self.inner.tag, endpoint_id)?;
+        // Most reads of a lane that keeps up are answered from memory: no round trip.
+        if let Some(due) = self.inner.recent.due_after(&self.inner.tag, endpoint, after_seq, limit) {
+            return Ok(due);
+        }
+        let recent = &self.inner.recent;
+        let epoch = recent.epoch();
+        let client = self.reader().await?;
+        // The view travels with the read (pipelined): no round trip of its own.
+        let (due, view) = tokio::try_join!(
+            webhooks::due_deliveries(&client, &self.inner.tag, endpoint_id, after_seq, now_ms, limit),
+            webhooks::lane_view(&client, endpoint)
+        )?;
+        match view {
+            Some(view) => recent.keep_view(endpoint, view, epoch),
+            None => recent.drop_view(endpoint),
+        }
+        Ok(due)
     }
 
     async fn next_due_after(&self, endpoint_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
@@ -393,7 +419,14 @@ impl Store for PgStore {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
-        write!(self, |ctx| webhooks::record_outcomes(ctx, &outcomes))
+        // Outcomes need no flush of their own: one lost in a crash of the database is attempted
+        // again, with the same webhook-id (writer.rs).
+        self.inner
+            .writer
+            .run_with(Durability::Deferred, move |ctx| {
+                Box::pin(async move { webhooks::record_outcomes(ctx, &outcomes).await })
+            })
+            .await
     }
 
     async fn pending_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -11,6 +11,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::fanout;
+use super::recent::View;
 use super::records::insert_events;
 use super::writer::{Route, WriteCtx};
 use crate::prepare::{paginate, parse_cursor};
@@ -86,7 +87,7 @@ fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn endpoint_seq(tag: &str, id: &str) -> Result<i64, StoreError> {
+pub(super) fn endpoint_seq(tag: &str, id: &str) -> Result<i64, StoreError> {
     ids::parse(ENDPOINT_PREFIX, tag, id).ok_or_else(|| StoreError::not_found("no endpoint has this id"))
 }
 
@@ -522,6 +523,7 @@ pub(super) async fn retry_delivery(ctx: &mut WriteCtx, id: &str, now_ms: i64) ->
             &[&seq, &now_ms],
         )
         .await?;
+    ctx.recent.pending(endpoint);
     let endpoint_id = ids::format(ENDPOINT_PREFIX, &ctx.state.tag, endpoint);
     ctx.changes.rescan.insert(endpoint_id.clone());
     Ok(endpoint_id)
@@ -539,6 +541,7 @@ pub(super) async fn retry_failed(ctx: &mut WriteCtx, endpoint_id: &str, now_ms: 
             &[&seq, &now_ms],
         )
         .await?;
+    ctx.recent.pending(seq);
     ctx.changes.rescan.insert(endpoint_id.to_owned());
     Ok(changed)
 }
@@ -625,6 +628,30 @@ fn due_delivery(tag: &str, key: i64, attempts: u32, name: &str, body: Vec<u8>) -
     }
 }
 
+/// What memory needs to answer an endpoint's next reads (`recent.rs`): its subscription and the
+/// newest event it has a row for, read in one statement, when it is active and has no pending row
+/// (a row due again is only found in the database).
+pub(super) async fn lane_view(client: &ClientWrapper, endpoint: i64) -> Result<Option<View>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT events, cursor,
+                    EXISTS (SELECT 1 FROM deliveries WHERE endpoint_seq = $1 AND status = 0),
+                    (SELECT MAX(seq) FROM deliveries WHERE endpoint_seq = $1)
+             FROM endpoints WHERE seq = $1 AND active",
+        )
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&endpoint]).await? else {
+        return Ok(None);
+    };
+    if row.try_get::<_, bool>(2)? {
+        return Ok(None);
+    }
+    let events = EventFilter::parse(&Value::String(row.try_get(0)?))
+        .map_err(|e| StoreError::internal("reading an endpoint's events", e))?;
+    let newest_row: Option<i64> = row.try_get(3)?;
+    Ok(Some(View { events, floor: row.try_get(1)?, rows_up_to: newest_row.map_or(0, |key| fanout::split_key(key).0) }))
+}
+
 pub(super) async fn next_due_after(
     client: &ClientWrapper,
     tag: &str,
@@ -672,9 +699,14 @@ pub(super) async fn record_outcomes(ctx: &mut WriteCtx, outcomes: &[Outcome]) ->
             // Its endpoint was deleted meanwhile, or this attempt does not follow the recorded ones.
             continue;
         }
-        let (_, endpoint) = fanout::split_key(outcome.delivery_seq);
+        let (event_seq, endpoint) = fanout::split_key(outcome.delivery_seq);
         if outcome.attempt == 1 && endpoint != 0 {
             first_attempted.insert(endpoint);
+        }
+        // What the lanes' reads from memory must know (`recent.rs`).
+        ctx.recent.row(endpoint, event_seq);
+        if matches!(outcome.next, NextStep::RetryAt(_)) {
+            ctx.recent.pending(endpoint);
         }
         if matches!(outcome.next, NextStep::Gone { .. }) && is_rest_hook(&ctx.client, endpoint).await? {
             // REST Hooks: a 410 means the subscriber dropped it; it goes, with its log.
@@ -885,6 +917,9 @@ pub(super) async fn pending_counts(client: &ClientWrapper, tag: &str) -> Result<
 /// events an active endpoint or the HubSpot sync may still owe, and the newest event.
 pub(super) async fn purge(ctx: &mut WriteCtx, before_ms: i64) -> Result<u64, StoreError> {
     const CHUNK: i64 = 10_000;
+    // Rows and events go: nothing memory knows of them holds any more (`recent.rs`).
+    ctx.recent.forget_events();
+    ctx.recent.forget_views();
     let batch: Vec<i64> = ctx
         .client
         .query("SELECT seq FROM deliveries WHERE status <> 0 AND updated_at < $1 LIMIT $2", &[&before_ms, &CHUNK])

@@ -23,10 +23,22 @@
 //! the lock costs nothing; servers sharing the database take turns, a whole batch per turn. Taking
 //! it first, always, means writers of different servers never wait for each other in two orders (a
 //! lock taken only at the first event could be waited for while holding a row another writer needs).
+//!
+//! A transaction that carries nothing but attempts' outcomes ([`Durability::Deferred`]) commits
+//! with `synchronous_commit = off`: its `COMMIT` answers once the commit is in PostgreSQL's memory
+//! and WAL buffers, without waiting for the WAL's flush. An outcome lost that way (only a crash of
+//! PostgreSQL itself can lose one) leaves its delivery pending, so it is attempted again with the
+//! same webhook-id, never lost; SQLite's writer treats outcomes the same way. Any other job in the
+//! transaction (a create, an endpoint's change) makes its commit synchronous, and a later
+//! synchronous commit flushes the earlier asynchronous ones with it. The outcome-only jobs of a batch
+//! go first, in a transaction of their own ([`take_synchronous`]): an attempt holds its endpoint's
+//! `max_in_flight` permit until its outcome is committed, so an outcome that waited for the creates'
+//! statements and flush held the lane back by as much.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -36,6 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::SimpleQueryMessage;
 
 use super::availability::Availability;
+use super::recent::{Recent, RecentNotes};
 use super::records;
 use crate::prepare::PreparedRecord;
 use crate::{Actor, ChangeFeed, Changes, ErrorKind, StoreError};
@@ -52,6 +65,12 @@ const TIMING: &str = "estate_crm::timing";
 /// events number on from the last committed one. One round trip for the three.
 const BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(111559182283891); SELECT COALESCE(MAX(seq), 0) FROM events";
 
+/// What goes before `COMMIT`: a statement that fails in an aborted transaction (see [`commit`]).
+const CHECK_WHOLE: &str = "SELECT 1";
+/// The same for a transaction of outcomes only, and then its commit made asynchronous:
+/// `synchronous_commit` is read when the commit is made, and `SET LOCAL` lasts to its end.
+const CHECK_WHOLE_ASYNCHRONOUS: &str = "SELECT 1; SET LOCAL synchronous_commit = off";
+
 /// A boxed future that borrows the writer's context.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -60,11 +79,21 @@ type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 type Work =
     Box<dyn for<'a> FnOnce(Result<&'a mut WriteCtx, &'a StoreError>, Undo) -> BoxFuture<'a, (Reply, JobEnd)> + Send>;
 
+/// Whether a job's commit must be on disk before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Answered once the commit's WAL is flushed: anything a client was told is kept.
+    Synchronous,
+    /// Answered once the commit is in PostgreSQL's memory: work whose loss in a crash of the
+    /// database only repeats something (attempts' outcomes; see the module's documentation).
+    Deferred,
+}
+
 /// What requests hand the writer.
 enum Job {
     /// Any work, run alone: undone by its own savepoint (or, first in its transaction, by the
     /// transaction's rollback).
-    Work(Work),
+    Work(Work, Durability),
     /// A single create, prepared before it reaches the writer: it goes in with the creates next to
     /// it in the batch.
     Create(Box<CreateJob>),
@@ -124,8 +153,13 @@ pub(crate) struct WriterState {
     pub seqs: Arc<super::records::RecordSeqs>,
     /// The active endpoints, to wake those an event is owed to; `None` when they must be read again.
     pub routes: Option<Vec<Route>>,
+    /// Set when another server changed endpoints: the routes are read again at the next transaction,
+    /// so that this server's commits wake (and tell the others of) endpoints made elsewhere.
+    pub routes_stale: Arc<AtomicBool>,
     /// This server's id in the cluster, so that it ignores its own wake-ups (`cluster.rs`).
     pub server: String,
+    /// The events this writer committed lately, which answer most lane reads (`recent.rs`).
+    pub recent: Arc<Recent>,
 }
 
 /// What a job sees: the connection, inside the open transaction, and the writer's state.
@@ -134,6 +168,8 @@ pub(crate) struct WriteCtx {
     pub state: WriterState,
     /// What this job changed that the dispatcher must hear of.
     pub changes: Changes,
+    /// What this job wrote that the in-memory ring of recent events must hear of.
+    pub recent: RecentNotes,
     /// The last event seq given in this transaction (at first, the newest committed one).
     last_event_seq: i64,
     /// A savepoint could not be taken, released or rolled back (the kind of that error): the
@@ -181,6 +217,7 @@ impl Writer {
             client,
             state,
             changes: Changes::default(),
+            recent: RecentNotes::default(),
             last_event_seq: 0,
             poisoned: None,
             savepoint_open: false,
@@ -191,6 +228,16 @@ impl Writer {
 
     /// Runs `work` in the next group commit and answers its result once that commit is durable.
     pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut WriteCtx) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
+    {
+        self.run_with(Durability::Synchronous, work).await
+    }
+
+    /// Runs `work` in the next group commit and answers its result once that commit is made, as
+    /// durable as `durability` asks (a commit that carries any synchronous job is synchronous).
+    pub async fn run_with<T, F>(&self, durability: Durability, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut WriteCtx) -> BoxFuture<'a, Result<T, StoreError>> + Send + 'static,
@@ -214,7 +261,7 @@ impl Writer {
                 (reply, end)
             })
         });
-        self.send(Job::Work(job)).await?;
+        self.send(Job::Work(job, durability)).await?;
         answered.await.map_err(|_| StoreError::internal("writing", "the writer stopped before answering"))?
     }
 
@@ -244,8 +291,10 @@ where
     }
     let before = std::mem::take(&mut ctx.changes);
     let last_event_seq = ctx.last_event_seq;
+    let notes_before = std::mem::replace(&mut ctx.recent, RecentNotes::began_after(last_event_seq));
     let result = work(&mut *ctx).await;
     let changes = std::mem::replace(&mut ctx.changes, before);
+    let mut notes = std::mem::replace(&mut ctx.recent, notes_before);
     if changes.settings_changed {
         // Read the routes again on next use, whether or not this job's changes stay.
         ctx.state.routes = None;
@@ -256,6 +305,11 @@ where
             ctx.changes.endpoints.extend(changes.endpoints);
             ctx.changes.rescan.extend(changes.rescan);
             ctx.changes.settings_changed |= changes.settings_changed;
+            if ctx.last_event_seq != last_event_seq {
+                // Its statements numbered events that memory did not see one by one.
+                notes.forget_events();
+            }
+            ctx.recent.absorb(notes);
         }
         Err(_) => {
             // The seqs this job gave are undone with its events.
@@ -318,27 +372,55 @@ async fn run(
                 }
             }
         }
-        let jobs_in_batch = batch.len();
-        let started = Instant::now();
-        let committed = commit_batch(&mut ctx, &mut batch).await;
-        tracing::debug!(
-            target: TIMING,
-            jobs = jobs_in_batch,
-            took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "group commit"
-        );
-        let changes = std::mem::take(&mut ctx.changes);
-        match committed {
-            Ok(()) => feed.publish(changes),
-            Err(kind) => {
-                ctx.state.routes = None;
-                if kind == ErrorKind::Unavailable {
-                    // The connection broke, perhaps after COMMIT reached the database: the batch
-                    // may be committed though its callers were answered 503. Its lanes are woken
-                    // as if it were, so that what it made owed goes out; a wake for nothing costs
-                    // a read.
-                    feed.publish(changes);
-                }
+        let mut synchronous = take_synchronous(&mut batch);
+        for part in [&mut batch, &mut synchronous] {
+            if !part.is_empty() {
+                commit_and_publish(&mut ctx, part, &feed).await;
+            }
+        }
+    }
+}
+
+/// Takes the batch's synchronous jobs out of it, in their order, and leaves its outcome-only ones:
+/// those commit first, in a transaction of their own, so that attempts' outcomes (and the
+/// `max_in_flight` permits their attempts hold until then) do not wait for creates' statements and
+/// WAL flush. Every job of a batch was sent before the batch began and none is answered yet, so
+/// this order is one they could have had.
+fn take_synchronous(batch: &mut Vec<Job>) -> Vec<Job> {
+    let (deferred, synchronous) = batch.drain(..).partition(|job| matches!(job, Job::Work(_, Durability::Deferred)));
+    *batch = deferred;
+    synchronous
+}
+
+/// Commits `batch` (answering every job) and tells the ring of recent events and the dispatcher.
+async fn commit_and_publish(ctx: &mut WriteCtx, batch: &mut Vec<Job>, feed: &ChangeFeed) {
+    let jobs_in_batch = batch.len();
+    let started = Instant::now();
+    let committed = commit_batch(ctx, batch).await;
+    tracing::debug!(
+        target: TIMING,
+        jobs = jobs_in_batch,
+        took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "group commit"
+    );
+    let changes = std::mem::take(&mut ctx.changes);
+    let notes = std::mem::take(&mut ctx.recent);
+    match committed {
+        Ok(()) => {
+            // Before anyone hears of the commit, so that the reads it brings find its events.
+            ctx.state.recent.apply(notes, ctx.last_event_seq, changes.settings_changed);
+            feed.publish(changes)
+        }
+        Err(kind) => {
+            // Whatever this transaction did may or may not be in.
+            ctx.state.recent.forget_all();
+            ctx.state.routes = None;
+            if kind == ErrorKind::Unavailable {
+                // The connection broke, perhaps after COMMIT reached the database: the batch
+                // may be committed though its callers were answered 503. Its lanes are woken
+                // as if it were, so that what it made owed goes out; a wake for nothing costs
+                // a read.
+                feed.publish(changes);
             }
         }
     }
@@ -348,7 +430,7 @@ async fn run(
 async fn refuse(batch: &mut Vec<Job>, err: &StoreError) {
     for job in batch.drain(..) {
         match job {
-            Job::Work(work) => {
+            Job::Work(work, _) => {
                 let (reply, _) = work(Err(err), Undo::Transaction).await;
                 reply(Ok(()));
             }
@@ -364,8 +446,14 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
     while jobs.peek().is_some() {
         ctx.poisoned = None;
         ctx.savepoint_open = false;
+        if ctx.state.routes_stale.swap(false, Ordering::AcqRel) {
+            ctx.state.routes = None;
+        }
         match begin(&ctx.client).await {
-            Ok(newest) => ctx.last_event_seq = newest,
+            Ok(newest) => {
+                ctx.last_event_seq = newest;
+                ctx.recent = RecentNotes::began_after(newest);
+            }
             Err(err) => {
                 tracing::error!(error = %err, "the writer could not start a transaction");
                 // The BEGIN may have gone through and the lock not: end what was begun.
@@ -376,7 +464,10 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
             }
         }
         let mut replies = Vec::new();
-        if let Some(Job::Work(first)) = jobs.next_if(|job| matches!(job, Job::Work(_))) {
+        // Whether the transaction must wait for its WAL flush: any job but an outcome-only one.
+        let mut synchronous = false;
+        if let Some(Job::Work(first, durability)) = jobs.next_if(|job| matches!(job, Job::Work(..))) {
+            synchronous |= durability == Durability::Synchronous;
             let (reply, end) = first(Ok(&mut *ctx), Undo::Transaction).await;
             if end == JobEnd::RollBack {
                 // Nothing else is in the transaction yet: rolling it back undoes exactly this job,
@@ -391,8 +482,12 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
         }
         while let Some(job) = jobs.next() {
             match job {
-                Job::Work(work) => replies.push(work(Ok(&mut *ctx), Undo::Savepoint).await.0),
+                Job::Work(work, durability) => {
+                    synchronous |= durability == Durability::Synchronous;
+                    replies.push(work(Ok(&mut *ctx), Undo::Savepoint).await.0);
+                }
                 Job::Create(create) => {
+                    synchronous = true;
                     let mut run = vec![*create];
                     while let Some(Job::Create(next)) = jobs.next_if(|job| matches!(job, Job::Create(_))) {
                         run.push(*next);
@@ -401,7 +496,7 @@ async fn commit_batch(ctx: &mut WriteCtx, batch: &mut Vec<Job>) -> Result<(), Er
                 }
             }
         }
-        let committed = commit(ctx).await;
+        let committed = commit(ctx, synchronous).await;
         if let Err(err) = &committed {
             tracing::error!(error = %err, "a group commit failed; every request in it is answered with an error");
             // The transaction may still be open (aborted): end it, so the next batch starts clean.
@@ -433,6 +528,7 @@ async fn run_creates(ctx: &mut WriteCtx, run: Vec<CreateJob>) -> Vec<Reply> {
             ctx.changes.endpoints.extend(changes.endpoints);
             ctx.changes.rescan.extend(changes.rescan);
             ctx.changes.settings_changed |= changes.settings_changed;
+            note_created_events(ctx, last_event_seq, &run, &outcomes);
             run.into_iter().zip(outcomes).map(|(job, outcome)| job.reply(outcome)).collect()
         }
         Err(err) => {
@@ -450,6 +546,29 @@ async fn run_creates(ctx: &mut WriteCtx, run: Vec<CreateJob>) -> Vec<Reply> {
             replies
         }
     }
+}
+
+/// Notes for the in-memory ring the events a run of creates wrote: the statement numbered them
+/// from `last_event_seq` on, in the run's order, those of the creates written only.
+fn note_created_events(
+    ctx: &mut WriteCtx,
+    last_event_seq: i64,
+    run: &[CreateJob],
+    outcomes: &[Result<(), StoreError>],
+) {
+    let mut notes = RecentNotes::began_after(last_event_seq);
+    let mut seq = last_event_seq;
+    for (job, _) in run.iter().zip(outcomes).filter(|(_, outcome)| outcome.is_ok()) {
+        for (name, body) in &job.prepared.events {
+            seq += 1;
+            notes.event(seq, *name, body);
+        }
+    }
+    if seq != ctx.last_event_seq {
+        // Not the count the statement numbered: memory cannot tell which is which.
+        notes.forget_events();
+    }
+    ctx.recent.absorb(notes);
 }
 
 /// Writes one create under its own savepoint, as any other job.
@@ -483,8 +602,9 @@ async fn begin(client: &Object) -> Result<i64, StoreError> {
 
 /// Commits the transaction, if it is whole. PostgreSQL answers `COMMIT` of a transaction that an
 /// error aborted by rolling it back *without an error*, so a statement goes first that fails in an
-/// aborted transaction; both travel in one round trip.
-async fn commit(ctx: &mut WriteCtx) -> Result<(), StoreError> {
+/// aborted transaction; both travel in one round trip. An asynchronous commit (`synchronous`
+/// false: see [`Durability::Deferred`]) says so with `SET LOCAL`, in the same round trip.
+async fn commit(ctx: &mut WriteCtx, synchronous: bool) -> Result<(), StoreError> {
     if let Some(kind) = &ctx.poisoned {
         let why = "a request's work could not be undone alone";
         return Err(match kind {
@@ -496,9 +616,10 @@ async fn commit(ctx: &mut WriteCtx) -> Result<(), StoreError> {
     // The other servers hear what changed once it commits, in the same round trip. A connection
     // that breaks here may break after the database committed: the callers are answered
     // Unavailable (not acknowledged), though their changes may be in.
+    let check = if synchronous { CHECK_WHOLE } else { CHECK_WHOLE_ASYNCHRONOUS };
     let sql = match super::cluster::notify_sql(&ctx.state.server, &ctx.changes) {
-        Some(notify) => format!("SELECT 1; {notify}; COMMIT"),
-        None => "SELECT 1; COMMIT".to_owned(),
+        Some(notify) => format!("{check}; {notify}; COMMIT"),
+        None => format!("{check}; COMMIT"),
     };
     ctx.client.batch_execute(&sql).await.map_err(|err| StoreError::postgres("committing", err))
 }
