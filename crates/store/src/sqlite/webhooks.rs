@@ -755,7 +755,7 @@ impl<'c> FirstAttempts<'c> {
     fn record(&mut self, attempt: &AttemptRow<'_>) -> Result<bool, StoreError> {
         let (event_seq, endpoint) = fanout::split_key(attempt.outcome.delivery_seq);
         let written = if endpoint != 0 && self.exists(endpoint)? {
-            execute_with_attempt(&mut *self.insert, attempt, &[&event_seq, &endpoint])?
+            execute_with_attempt(&mut self.insert, attempt, &[&event_seq, &endpoint])?
         } else {
             execute_with_attempt(&mut *self.conn.prepare_cached(FIRST_ATTEMPT_UPDATE)?, attempt, &[])?
         };
@@ -794,7 +794,7 @@ fn record_later_attempt(tx: &Connection, attempt: &AttemptRow<'_>) -> Result<boo
             last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
          WHERE seq = ?1 AND attempts = ?3 - 1",
     )?;
-    Ok(execute_with_attempt(&mut *update, attempt, &[])? > 0)
+    Ok(execute_with_attempt(&mut update, attempt, &[])? > 0)
 }
 
 /// Runs `statement` with an attempt's columns bound as ?1 to ?10 (delivery seq, status, attempt
