@@ -246,13 +246,29 @@ struct LaneSettings {
     endpoint: Endpoint,
     url: Result<TargetUrl, String>,
     schedule: RetrySchedule,
+    /// The secrets that sign while a replaced secret still does, and once it no longer does (the
+    /// same when none was replaced): looked up per attempt instead of copied for each.
+    secrets_until_previous_ends: Vec<Vec<u8>>,
+    secrets_after_previous_ends: Vec<Vec<u8>>,
 }
 
 impl LaneSettings {
     fn new(endpoint: Endpoint, default_schedule: &RetrySchedule) -> LaneSettings {
         let url = TargetUrl::parse(&endpoint.url).map_err(|e| format!("the endpoint's URL is not valid: {e}"));
         let schedule = endpoint.retry_schedule.clone().unwrap_or_else(|| default_schedule.clone());
-        LaneSettings { endpoint, url, schedule }
+        // `Endpoint::signing_secrets` changes its answer only when the replaced secret's time ends.
+        let ends = endpoint.previous_secret_until.unwrap_or(i64::MIN);
+        let secrets_until_previous_ends = endpoint.signing_secrets(ends.saturating_sub(1));
+        let secrets_after_previous_ends = endpoint.signing_secrets(ends);
+        LaneSettings { endpoint, url, schedule, secrets_until_previous_ends, secrets_after_previous_ends }
+    }
+
+    /// The secrets that sign an attempt started at `now_ms`, as `Endpoint::signing_secrets` says.
+    fn signing_secrets(&self, now_ms: i64) -> &[Vec<u8>] {
+        match self.endpoint.previous_secret_until {
+            Some(ends) if now_ms < ends => &self.secrets_until_previous_ends,
+            _ => &self.secrets_after_previous_ends,
+        }
     }
 }
 
@@ -661,12 +677,11 @@ async fn attempt(
     let started = now_ms();
     let result = match &settings.url {
         Ok(url) => {
-            let secrets = settings.endpoint.signing_secrets(started);
             let message = Message {
                 delivery_id: &delivery.id,
                 event_name: delivery.event.as_str(),
                 body: crate::body_for(settings.endpoint.format, delivery.event, &delivery.body),
-                secrets: &secrets,
+                secrets: settings.signing_secrets(started),
             };
             shared.sender.send(url, &message).await
         }
@@ -741,12 +756,12 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
         {
             batch.push(recorded);
         }
-        let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
+        let (outcomes, mut settled): (Vec<Outcome>, Vec<Settled>) = batch.drain(..).map(Recorded::split).unzip();
         let record_started = Instant::now();
         if !commit_outcomes(&*store, &outcomes, &queue).await {
             // The deliveries stay pending in the database; they are attempted again after a
             // restart. Releasing them here would send them again at once, in a loop.
-            batch.clear();
+            settled.clear();
         }
         tracing::debug!(
             target: TIMING,
@@ -754,9 +769,30 @@ async fn record_outcomes(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Record
             record_us = micros(record_started.elapsed()),
             "outcomes recorded"
         );
-        for recorded in batch.drain(..) {
-            recorded.signal.release(recorded.outcome.delivery_seq, &recorded.outcome.next);
+        for settled in settled {
+            settled.signal.release(settled.delivery_seq, &settled.next);
         }
+    }
+}
+
+/// What the recorder keeps of an outcome while the outcome itself goes to the store: whom to tell
+/// once it is committed.
+struct Settled {
+    signal: Arc<Signal>,
+    delivery_seq: i64,
+    next: NextStep,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Recorded {
+    fn split(self) -> (Outcome, Settled) {
+        let settled = Settled {
+            signal: self.signal,
+            delivery_seq: self.outcome.delivery_seq,
+            next: self.outcome.next.clone(),
+            _permit: self._permit,
+        };
+        (self.outcome, settled)
     }
 }
 
@@ -852,4 +888,53 @@ impl OutageLog {
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use estate_crm_domain::webhook::{BodyFormat, EventFilter, MaxInFlight};
+    use estate_crm_store::EndpointSource;
+
+    use super::*;
+
+    fn endpoint(previous_secret_until: Option<i64>) -> Endpoint {
+        Endpoint {
+            id: "ep_1".to_owned(),
+            url: "https://hooks.example.com/".to_owned(),
+            events: EventFilter::All,
+            secret: Some("new".to_owned()),
+            previous_secret: previous_secret_until.map(|_| "old".to_owned()),
+            previous_secret_until,
+            active: true,
+            disabled_reason: None,
+            description: None,
+            retry_schedule: None,
+            max_in_flight: MaxInFlight::DEFAULT,
+            is_primary: false,
+            source: EndpointSource::Api,
+            format: BodyFormat::Json,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    /// A lane signs with the secrets the endpoint says for the moment each attempt starts: the
+    /// replaced one too until its time ends, and not from then on.
+    #[test]
+    fn a_lane_signs_with_the_endpoints_secrets_of_the_moment() {
+        let schedule = RetrySchedule::parse_str("1s").expect("a valid schedule");
+        for until in [None, Some(1_000), Some(i64::MIN), Some(i64::MAX)] {
+            let settings = LaneSettings::new(endpoint(until), &schedule);
+            for now in [i64::MIN, 0, 998, 999, 1_000, 1_001, i64::MAX - 1, i64::MAX] {
+                assert_eq!(
+                    settings.signing_secrets(now),
+                    settings.endpoint.signing_secrets(now).as_slice(),
+                    "until {until:?}, now {now}"
+                );
+            }
+        }
+        let rotating = LaneSettings::new(endpoint(Some(1_000)), &schedule);
+        assert_eq!(rotating.signing_secrets(999).len(), 2);
+        assert_eq!(rotating.signing_secrets(1_000).len(), 1);
+    }
 }

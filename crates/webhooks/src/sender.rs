@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -41,6 +41,18 @@ const MAX_BODY_READ: usize = 64 * 1024;
 
 /// The part of the response body kept with the attempt.
 const HEAD_KEPT: usize = 1024;
+
+/// The headers of an attempt besides those hyper adds (`host`, `content-length`): the most any
+/// attempt carries, so that its header map never grows.
+const ATTEMPT_HEADERS: usize = 9;
+
+const X_CRM_EVENT: HeaderName = HeaderName::from_static("x-crm-event");
+const X_CRM_DELIVERY: HeaderName = HeaderName::from_static("x-crm-delivery");
+const X_CRM_SIGNATURE: HeaderName = HeaderName::from_static("x-crm-signature");
+const X_CRM_SIGNATURE_PREVIOUS: HeaderName = HeaderName::from_static("x-crm-signature-previous");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// The furthest a `Retry-After` header may push the next attempt.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
@@ -206,6 +218,9 @@ impl Sender {
         outcome
     }
 
+    /// The request of one attempt. The header map is filled in place with names made once (a name
+    /// given as text is parsed and, for ours, copied into a new buffer on every request) and room
+    /// for every header, since this runs for each attempt.
     fn build_request(
         &self,
         url: &TargetUrl,
@@ -213,25 +228,29 @@ impl Sender {
         timestamp: i64,
     ) -> Result<Request<Full<Bytes>>, AttemptError> {
         let delivery_id = header_value(msg.delivery_id, "the delivery id")?;
-        let mut request = Request::post(url.uri().clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, self.user_agent.clone())
-            .header("x-crm-event", header_value(msg.event_name, "the event name")?)
-            .header("x-crm-delivery", delivery_id.clone())
-            .header("webhook-id", delivery_id)
-            .header("webhook-timestamp", timestamp);
+        let mut headers = HeaderMap::with_capacity(ATTEMPT_HEADERS);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers.insert(X_CRM_EVENT, header_value(msg.event_name, "the event name")?);
+        headers.insert(X_CRM_DELIVERY, delivery_id.clone());
+        headers.insert(WEBHOOK_ID, delivery_id);
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
         if let Some(current) = msg.secrets.first() {
             let all: Vec<&[u8]> = msg.secrets.iter().map(Vec::as_slice).collect();
-            request = request
-                .header("x-crm-signature", crm_signature(current, &msg.body))
-                .header("webhook-signature", standard_signature(&all, msg.delivery_id, timestamp, &msg.body));
+            headers.insert(X_CRM_SIGNATURE, signature_value(crm_signature(current, &msg.body))?);
+            let standard = standard_signature(&all, msg.delivery_id, timestamp, &msg.body);
+            headers.insert(WEBHOOK_SIGNATURE, signature_value(standard)?);
             // While a replaced secret still signs, receivers written for X-CRM-Signature that hold
             // the old secret find its signature here.
             if let Some(previous) = msg.secrets.get(1) {
-                request = request.header("x-crm-signature-previous", crm_signature(previous, &msg.body));
+                headers.insert(X_CRM_SIGNATURE_PREVIOUS, signature_value(crm_signature(previous, &msg.body))?);
             }
         }
-        request.body(Full::new(msg.body.clone())).map_err(|_| AttemptError::BadRequest("a header is not valid"))
+        let mut request = Request::new(Full::new(msg.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = url.uri().clone();
+        *request.headers_mut() = headers;
+        Ok(request)
     }
 
     /// Sends `request` and reads the response into `reply` as it arrives, so
@@ -282,6 +301,11 @@ async fn read_body_head(mut body: Incoming, head: &mut BytesMut) -> Result<(), A
 
 fn header_value(value: &str, what: &'static str) -> Result<HeaderValue, AttemptError> {
     HeaderValue::try_from(value).map_err(|_| AttemptError::BadRequest(what))
+}
+
+/// A signature (hex or base64 text, always a valid value) as a header value, taking its buffer.
+fn signature_value(signature: String) -> Result<HeaderValue, AttemptError> {
+    HeaderValue::try_from(signature).map_err(|_| AttemptError::BadRequest("a signature"))
 }
 
 /// Why an attempt failed, as the delivery log words it.

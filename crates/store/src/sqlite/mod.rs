@@ -688,4 +688,22 @@ mod tests {
         }
         assert_eq!(counts, [1, 2, 3]);
     }
+
+    /// A first attempt's row is written as it is, not first copied into a temporary table: that
+    /// copy (and the statement journal that came with it) cost the writer more than the row.
+    #[test]
+    fn a_first_attempt_is_written_without_a_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db"), true).unwrap();
+        migrations::migrate(&mut conn).unwrap();
+        let mut explain = conn.prepare(&format!("EXPLAIN {}", webhooks::FIRST_ATTEMPT_INSERT)).unwrap();
+        let nulls = vec![rusqlite::types::Null; explain.parameter_count()];
+        let opcodes: Vec<String> = explain
+            .query_map(rusqlite::params_from_iter(nulls), |row| row.get::<_, String>(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(opcodes.iter().any(|op| op == "Insert"), "{opcodes:?}");
+        assert!(!opcodes.iter().any(|op| op == "OpenEphemeral"), "{opcodes:?}");
+    }
 }

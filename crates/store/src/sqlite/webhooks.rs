@@ -639,6 +639,8 @@ pub(super) fn next_due_after(
 
 pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
+    let tx: &Connection = ctx.tx;
+    let mut first_attempts = FirstAttempts::prepare(tx)?;
     // Endpoints whose owed deliveries got rows: their cursors may move up.
     let mut first_attempted = std::collections::BTreeSet::new();
     for outcome in outcomes {
@@ -647,11 +649,9 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
             NextStep::RetryAt(at) => (DeliveryStatus::Pending, *at),
             NextStep::Failed | NextStep::Gone { .. } => (DeliveryStatus::Failed, 0),
         };
-        let recorded = if outcome.attempt == 1 {
-            record_first_attempt(ctx.tx, outcome, status, next_attempt_at, now)?
-        } else {
-            record_later_attempt(ctx.tx, outcome, status, next_attempt_at, now)?
-        };
+        let attempt = AttemptRow { outcome, status, next_attempt_at, now };
+        let recorded =
+            if outcome.attempt == 1 { first_attempts.record(&attempt)? } else { record_later_attempt(tx, &attempt)? };
         if !recorded {
             // Its endpoint was deleted meanwhile, and the delivery with it; or this attempt does not
             // follow the recorded ones (a stale copy), and must not overwrite them.
@@ -668,6 +668,7 @@ pub(super) fn record_outcomes(ctx: &mut WriteCtx<'_>, outcomes: &[Outcome]) -> R
         if matches!(outcome.next, NextStep::Gone { .. }) && is_rest_hook(ctx.tx, endpoint)? {
             // REST Hooks: a 410 means the subscriber (Zapier, Make) dropped it; it goes, with its log.
             delete_endpoint_seq(ctx, endpoint)?;
+            first_attempts.endpoint_deleted(endpoint);
             continue;
         }
         if let NextStep::Gone { reason } = &outcome.next
@@ -698,85 +699,127 @@ fn is_rest_hook(conn: &Connection, seq: i64) -> Result<bool, StoreError> {
         .is_some_and(|source| source == EndpointSource::RestHook.as_str()))
 }
 
-/// Writes a delivery's first attempt: a new row for an owed delivery, or the row of one written as
-/// pending (or of a test) that has no attempt yet. False when neither applies: its endpoint is gone,
-/// or another copy of this attempt was recorded first.
-fn record_first_attempt(
-    tx: &Connection,
-    outcome: &Outcome,
+/// An attempt's outcome as its delivery row takes it.
+struct AttemptRow<'a> {
+    outcome: &'a Outcome,
     status: DeliveryStatus,
     next_attempt_at: i64,
     now: i64,
-) -> Result<bool, StoreError> {
-    let (event_seq, endpoint) = fanout::split_key(outcome.delivery_seq);
-    let written = execute_with_attempt(
-        tx,
-        "INSERT INTO deliveries (seq, status, attempts, next_attempt_at, last_status_code, last_error, updated_at,
-             last_attempt_at, last_duration_ms, last_response, event_seq, endpoint_seq, created_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-             COALESCE((SELECT created_at * 1000 FROM events WHERE seq = ?11), ?7)
-         WHERE EXISTS (SELECT 1 FROM endpoints WHERE seq = ?12) OR EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)
-         ON CONFLICT (seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
-             next_attempt_at = excluded.next_attempt_at, last_status_code = excluded.last_status_code,
-             last_error = excluded.last_error, updated_at = excluded.updated_at,
-             last_attempt_at = excluded.last_attempt_at, last_duration_ms = excluded.last_duration_ms,
-             last_response = excluded.last_response
-         WHERE deliveries.attempts = 0",
-        (outcome, status, next_attempt_at, now),
-        &[&event_seq, &(endpoint != 0).then_some(endpoint)],
-    )?;
-    Ok(written > 0)
+}
+
+/// A first attempt written as a delivery row: a new row for an owed delivery, or the row of one
+/// written as pending (or of a test) that has no attempt yet. `?11` is the event, `?12` the endpoint.
+///
+/// One row of `VALUES`, on purpose: the form `INSERT ... SELECT ... WHERE EXISTS (... deliveries
+/// ...)` made SQLite copy the row into a temporary table first (the SELECT reads the table it
+/// writes) and keep a statement journal (a multi-row insert may fail halfway), which cost more than
+/// the row itself; whether the endpoint still exists is asked once per batch instead.
+pub(super) const FIRST_ATTEMPT_INSERT: &str =
+    "INSERT INTO deliveries (seq, status, attempts, next_attempt_at, last_status_code, last_error, updated_at,
+         last_attempt_at, last_duration_ms, last_response, event_seq, endpoint_seq, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+         COALESCE((SELECT created_at * 1000 FROM events WHERE seq = ?11), ?7))
+     ON CONFLICT (seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+         next_attempt_at = excluded.next_attempt_at, last_status_code = excluded.last_status_code,
+         last_error = excluded.last_error, updated_at = excluded.updated_at,
+         last_attempt_at = excluded.last_attempt_at, last_duration_ms = excluded.last_duration_ms,
+         last_response = excluded.last_response
+     WHERE deliveries.attempts = 0";
+
+/// A first attempt over a row already written, for a delivery whose endpoint is gone or that has
+/// none (a test): no new row may be made for it.
+const FIRST_ATTEMPT_UPDATE: &str = "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
+        last_status_code = ?5, last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9,
+        last_response = ?10
+     WHERE seq = ?1 AND attempts = 0";
+
+/// Writes the first attempts of one batch of outcomes, with its statement prepared once (finding a
+/// cached statement hashes its whole text) and each endpoint's existence looked up once.
+struct FirstAttempts<'c> {
+    conn: &'c Connection,
+    insert: rusqlite::CachedStatement<'c>,
+    endpoint_exists: std::collections::HashMap<i64, bool>,
+}
+
+impl<'c> FirstAttempts<'c> {
+    fn prepare(conn: &'c Connection) -> Result<FirstAttempts<'c>, StoreError> {
+        Ok(FirstAttempts {
+            conn,
+            insert: conn.prepare_cached(FIRST_ATTEMPT_INSERT)?,
+            endpoint_exists: std::collections::HashMap::new(),
+        })
+    }
+
+    /// False when the delivery can take no first attempt: its endpoint is gone, or another copy
+    /// of this attempt was recorded first.
+    fn record(&mut self, attempt: &AttemptRow<'_>) -> Result<bool, StoreError> {
+        let (event_seq, endpoint) = fanout::split_key(attempt.outcome.delivery_seq);
+        let written = if endpoint != 0 && self.exists(endpoint)? {
+            execute_with_attempt(&mut self.insert, attempt, &[&event_seq, &endpoint])?
+        } else {
+            execute_with_attempt(&mut *self.conn.prepare_cached(FIRST_ATTEMPT_UPDATE)?, attempt, &[])?
+        };
+        Ok(written > 0)
+    }
+
+    fn exists(&mut self, endpoint: i64) -> Result<bool, StoreError> {
+        if let Some(known) = self.endpoint_exists.get(&endpoint) {
+            return Ok(*known);
+        }
+        let exists = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM endpoints WHERE seq = ?1)")?
+            .query_row([endpoint], |row| row.get(0))?;
+        self.endpoint_exists.insert(endpoint, exists);
+        Ok(exists)
+    }
+
+    /// The batch deleted this endpoint: its later outcomes find no row and make none.
+    fn endpoint_deleted(&mut self, endpoint: i64) {
+        self.endpoint_exists.insert(endpoint, false);
+    }
 }
 
 /// Writes a retry's outcome over the delivery's latest attempt, moving that one into the history.
 /// False when the attempt does not follow the recorded ones, or the delivery is gone.
-fn record_later_attempt(
-    tx: &Connection,
-    outcome: &Outcome,
-    status: DeliveryStatus,
-    next_attempt_at: i64,
-    now: i64,
-) -> Result<bool, StoreError> {
+fn record_later_attempt(tx: &Connection, attempt: &AttemptRow<'_>) -> Result<bool, StoreError> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, response)
          SELECT seq, attempts, last_attempt_at, last_duration_ms, last_status_code, last_error, last_response
          FROM deliveries WHERE seq = ?1 AND attempts = ?2 - 1 AND last_attempt_at IS NOT NULL",
     )?
-    .execute(params![outcome.delivery_seq, outcome.attempt])?;
-    let updated = execute_with_attempt(
-        tx,
+    .execute(params![attempt.outcome.delivery_seq, attempt.outcome.attempt])?;
+    let mut update = tx.prepare_cached(
         "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status_code = ?5,
             last_error = ?6, updated_at = ?7, last_attempt_at = ?8, last_duration_ms = ?9, last_response = ?10
          WHERE seq = ?1 AND attempts = ?3 - 1",
-        (outcome, status, next_attempt_at, now),
-        &[],
     )?;
-    Ok(updated > 0)
+    Ok(execute_with_attempt(&mut update, attempt, &[])? > 0)
 }
 
-/// Runs `sql` with an attempt's columns bound as ?1 to ?10 (delivery seq, status, attempt number,
-/// next attempt, status code, error, now, start, duration, response) and `more` from ?11 on.
+/// Runs `statement` with an attempt's columns bound as ?1 to ?10 (delivery seq, status, attempt
+/// number, next attempt, status code, error, now, start, duration, response) and `more` from ?11 on.
 fn execute_with_attempt(
-    tx: &Connection,
-    sql: &str,
-    (outcome, status, next_attempt_at, now): (&Outcome, DeliveryStatus, i64, i64),
+    statement: &mut rusqlite::Statement<'_>,
+    attempt: &AttemptRow<'_>,
     more: &[&dyn rusqlite::ToSql],
 ) -> Result<usize, StoreError> {
+    let outcome = attempt.outcome;
     let duration_ms = outcome.duration_ms as i64;
-    let attempt: [&dyn rusqlite::ToSql; 10] = [
+    let columns: [&dyn rusqlite::ToSql; 10] = [
         &outcome.delivery_seq,
-        &status.code(),
+        &attempt.status.code(),
         &outcome.attempt,
-        &next_attempt_at,
+        &attempt.next_attempt_at,
         &outcome.status_code,
         &outcome.error,
-        &now,
+        &attempt.now,
         &outcome.started_at,
         &duration_ms,
         &outcome.response.as_ref(),
     ];
-    let all: Vec<&dyn rusqlite::ToSql> = attempt.iter().chain(more).copied().collect();
-    Ok(tx.prepare_cached(sql)?.execute(all.as_slice())?)
+    let all: Vec<&dyn rusqlite::ToSql> = columns.iter().chain(more).copied().collect();
+    Ok(statement.execute(all.as_slice())?)
 }
 
 /// Pending deliveries per endpoint: rows waiting for a retry plus owed first attempts.

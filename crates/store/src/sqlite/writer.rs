@@ -25,7 +25,8 @@
 //! until the 64 MiB limit, and then the writer copied it in one commit (tens of ms). When the
 //! checkpointer finds the log past [`super::checkpoint::RESTART_PAGES`] it asks the writer to finish
 //! the copy itself between two transactions (a few frames and one sync of the database file), so the
-//! next commit starts the log again at its beginning.
+//! next commit starts the log again at its beginning; it does so after a commit that leaves no job
+//! queued, if one comes within [`RESTART_WAIT_MAX`], so that no request waits for the copy.
 //!
 //! Each group commit logs its timings at debug level under the target `estate_crm::timing`
 //! (`RUST_LOG=info,estate_crm::timing=debug`): how long its oldest job waited in the queue, how
@@ -209,10 +210,8 @@ fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut syncing = SyncMode::Full;
+    let mut log_restart = LogRestart::default();
     while let Some(first) = jobs.blocking_recv() {
-        if checkpointer.log_wants_restart() {
-            finish_checkpoint(&conn);
-        }
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -252,6 +251,39 @@ fn run(
             commit_us = micros(commit_took),
             "group commit"
         );
+        if log_restart.due(checkpointer.log_wants_restart(), jobs.is_empty(), Instant::now()) {
+            finish_checkpoint(&conn);
+        }
+    }
+}
+
+/// How long a log restart the checkpointer asked for may wait for a moment when no job is queued,
+/// before the writer makes it anyway (the log must not grow without bound under a steady stream).
+const RESTART_WAIT_MAX: Duration = Duration::from_millis(200);
+
+/// When the writer finishes a checkpoint so that the log starts again (see the module
+/// documentation). It takes about a millisecond, and up to tens when the disk is busy, and every job
+/// queued meanwhile waits for it: made as the next job arrived (as it once was), it delayed that job
+/// by all of it, so it is made after a commit that left nothing queued instead.
+#[derive(Debug, Default)]
+struct LogRestart {
+    wanted_since: Option<Instant>,
+}
+
+impl LogRestart {
+    /// Whether to restart the log now, after a commit. `asked`: the checkpointer asks (once per
+    /// ask); `idle`: no job is waiting.
+    fn due(&mut self, asked: bool, idle: bool, now: Instant) -> bool {
+        if asked && self.wanted_since.is_none() {
+            self.wanted_since = Some(now);
+        }
+        match self.wanted_since {
+            Some(since) if idle || now.saturating_duration_since(since) >= RESTART_WAIT_MAX => {
+                self.wanted_since = None;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -362,6 +394,21 @@ fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_is_restarted_when_no_job_waits_or_once_it_has_waited_too_long() {
+        let start = Instant::now();
+        let mut restart = LogRestart::default();
+        assert!(!restart.due(false, true, start), "nobody asked");
+        assert!(!restart.due(true, false, start), "a job is waiting");
+        assert!(!restart.due(false, false, start + RESTART_WAIT_MAX / 2), "still a job waiting, not for long");
+        assert!(restart.due(false, true, start + RESTART_WAIT_MAX / 2), "the ask is kept until the queue is empty");
+        assert!(!restart.due(false, true, start + RESTART_WAIT_MAX), "done once per ask");
+        assert!(restart.due(true, true, start), "asked with nothing waiting: at once");
+        let later = start + RESTART_WAIT_MAX;
+        assert!(!restart.due(true, false, later));
+        assert!(restart.due(false, false, later + RESTART_WAIT_MAX), "made anyway once it has waited too long");
+    }
 
     #[test]
     fn a_commit_is_synced_when_any_of_its_jobs_must_be() {
