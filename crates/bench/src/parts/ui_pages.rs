@@ -2,8 +2,8 @@
 //! on the receiver and enough contacts for `plan.ui_deliveries` deliveries (two each), all
 //! delivered; then the bench signs in through the real `/login` form and times whole answers
 //! of the delivery log, the endpoints page and the contacts table (unfiltered, and searched for
-//! one contact, for words every contact has, and for two letters, which the trigram index cannot
-//! answer), one request at a time after a warm-up.
+//! one contact, for words every contact has, and for two letters that no contact has, which read
+//! the whole search table), one request at a time after a warm-up.
 
 use std::time::{Duration, Instant};
 
